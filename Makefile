@@ -1,0 +1,26 @@
+# The two commands of the README:
+#   make demo   train and evaluate on MovieLens 100K (synthetic fallback offline), print a table
+#   make test   run the test suite
+# Both create .venv and install the pinned dependencies first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: setup demo test bench-quick
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/autorec demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench-quick: $(STAMP)
+	$(BIN)/autorec benchmark --quick

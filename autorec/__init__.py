@@ -1,0 +1,27 @@
+"""autorec: AutoRec and autoencoder collaborative filtering, with MovieLens benchmarks.
+
+>>> import autorec
+>>> R = autorec.load_movielens("ml-100k")
+>>> train, test = autorec.split.holdout(R, test_size=0.1, seed=0)
+>>> model = autorec.IAutoRec(seed=0).fit(train)
+>>> autorec.metrics.rmse(model, test)
+"""
+__version__ = "0.1.0"
+
+from . import metrics, split
+from .base import BaseRecommender, load
+from .baselines import ALS, BPR, EASE, BiasedMF, Popularity
+from .data import DataError, RatingMatrix
+from .export import export_topk
+from .metrics import evaluate
+from .models.autorec import IAutoRec, UAutoRec
+from .models.dae import CDAE, MultDAE
+from .models.vae import MultVAE
+from .movielens import load_movielens
+from .registry import MODELS, get_model
+
+__all__ = [
+    "ALS", "BPR", "CDAE", "EASE", "MODELS", "BaseRecommender", "BiasedMF", "DataError",
+    "IAutoRec", "MultDAE", "MultVAE", "Popularity", "RatingMatrix", "UAutoRec",
+    "evaluate", "export_topk", "get_model", "load", "load_movielens", "metrics", "split",
+]

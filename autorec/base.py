@@ -1,0 +1,297 @@
+"""The Recommender protocol: one ``recommend``, one file format, sklearn habits.
+
+Every model, autoencoders and baselines alike, subclasses :class:`BaseRecommender` and
+supplies ``fit`` and ``score`` (and ``predict`` for rating models) plus ``_get_state`` /
+``_set_state`` for saving. Filtering of seen items, top-k and tie handling live here once.
+
+Users are addressed by position (``user_idx``) in the training matrix's ``users``. A user
+whose training row was empty, or given as ``-1``, is *new*: models that can fold users in
+score them from their history row ``X`` alone; the others raise :class:`NotFittedForUser`.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ._io import atomic_path
+from .data import RatingMatrix
+
+__all__ = ["BaseRecommender", "NotFittedError", "NotFittedForUser", "load", "SCORE_BUDGET_BYTES"]
+
+FORMAT = "autorec-model"
+FORMAT_VERSION = 1
+SCORE_BUDGET_BYTES = 256 * 2**20  # dense score block held at once by recommend()
+
+
+class NotFittedError(RuntimeError):
+    """The model is used before ``fit``."""
+
+
+class NotFittedForUser(ValueError):
+    """The model cannot score a user it did not see in training (e.g. I-AutoRec)."""
+
+
+class BaseRecommender:
+    """Base class of all recommenders.
+
+    Subclasses implement ``fit(train, valid=None)``, ``score(users, X)``, and for saving
+    ``_get_state()``/``_set_state(state)``. ``__init__`` only stores its keyword arguments
+    (``get_params``/``clone`` read them from the signature); fitted state ends with ``_``.
+    """
+
+    #: the model predicts explicit ratings (``predict``, RMSE)
+    predicts_ratings: bool = False
+    #: the model scores users unseen in training from their history row
+    folds_in: bool = True
+
+    # ------------------------------------------------------------ sklearn habits
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict:
+        """Constructor arguments as a dict (plain values: saved in model files)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> BaseRecommender:
+        """Set constructor arguments; unknown names raise with the list of valid ones."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"{type(self).__name__} has no parameter {name!r}; valid: {', '.join(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def clone(self) -> BaseRecommender:
+        """An unfitted copy with the same parameters."""
+        return type(self)(**self.get_params())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # --------------------------------------------------------------- fitting
+    def fit(self, train: RatingMatrix, valid=None) -> BaseRecommender:  # pragma: no cover
+        raise NotImplementedError
+
+    def _init_fit(self, train: RatingMatrix) -> None:
+        """Record the training vocabulary; call first in ``fit``."""
+        if not isinstance(train, RatingMatrix):
+            raise TypeError(f"fit expects a RatingMatrix, got {type(train).__name__}")
+        if train.nnz == 0:
+            raise ValueError("the training matrix has no ratings")
+        self.users_ = train.users
+        self.items_ = train.items
+        self.known_users_ = np.diff(train.X.indptr) > 0  # (n_users,) rows seen in training
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "items_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
+
+    @property
+    def n_items_(self) -> int:
+        return len(self.items_)
+
+    @property
+    def n_users_(self) -> int:
+        return len(self.users_)
+
+    # --------------------------------------------------------------- scoring
+    def score(self, users: np.ndarray, X: sp.csr_matrix) -> torch.Tensor:  # pragma: no cover
+        """Scores of all items for a batch of users.
+
+        Parameters
+        ----------
+        users : numpy.ndarray of int64, shape (B,)
+            ``user_idx`` positions in the training users; ``-1`` for a user not in it.
+        X : scipy.sparse.csr_matrix, shape (B, n_items)
+            Those users' history rows (what the model folds in for new users).
+
+        Returns
+        -------
+        torch.Tensor, shape (B, n_items), float32
+            Higher is better.
+        """
+        raise NotImplementedError
+
+    def predict(self, user_idx, item_idx) -> np.ndarray:
+        """Predicted ratings for (user, item) position pairs; rating models only."""
+        raise TypeError(f"{type(self).__name__} ranks items and does not predict ratings")
+
+    def _is_new(self, users: np.ndarray) -> np.ndarray:
+        """Mask of users to fold in: ``-1`` or empty in training. Shape (B,)."""
+        new = users < 0
+        new[~new] = ~self.known_users_[users[~new]]
+        return new
+
+    def _check_users_X(self, users, X) -> tuple[np.ndarray, sp.csr_matrix]:
+        self._check_fitted()
+        X = sp.csr_matrix(X, dtype=np.float32)
+        if users is None:
+            users = np.full(X.shape[0], -1, dtype=np.int64)
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        if X.shape != (len(users), self.n_items_):
+            raise ValueError(
+                f"X has shape {X.shape}; expected ({len(users)}, {self.n_items_}) "
+                "= (number of users, number of training items)"
+            )
+        if len(users) and users.max() >= self.n_users_:
+            raise ValueError(f"user_idx {users.max()} out of range (n_users={self.n_users_})")
+        return users, X
+
+    def recommend(self, users, X, k: int = 10, exclude_seen: bool = True, batch_size: int | None = None):
+        """Top-``k`` items for each user, the same path for every model.
+
+        Parameters
+        ----------
+        users : array-like of int, shape (B,), or None
+            ``user_idx`` positions (``-1`` or None: users unseen in training).
+        X : scipy.sparse matrix, shape (B, n_items)
+            The users' history rows; their items are excluded when ``exclude_seen``.
+        k : int
+            Number of items per user (capped at ``n_items``).
+        exclude_seen : bool
+            Never recommend items present in ``X``.
+        batch_size : int, optional
+            Users scored at once; by default as many as fit :data:`SCORE_BUDGET_BYTES`.
+
+        Returns
+        -------
+        item_idx : numpy.ndarray of int64, shape (B, k)
+            Best first; ties keep the lower item index first. ``-1`` pads users with fewer
+            than ``k`` candidates.
+        scores : numpy.ndarray of float32, shape (B, k)
+            ``-inf`` where padded.
+        """
+        users, X = self._check_users_X(users, X)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k = min(int(k), self.n_items_)
+        if batch_size is None:
+            batch_size = max(1, SCORE_BUDGET_BYTES // (4 * max(self.n_items_, 1)))
+        out_idx = np.empty((len(users), k), dtype=np.int64)
+        out_scores = np.empty((len(users), k), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(users), batch_size):
+                stop = min(start + batch_size, len(users))
+                scores = self.score(users[start:stop], X[start:stop]).float()  # (b, n_items)
+                if exclude_seen:
+                    seen = X[start:stop].tocoo()
+                    rows = torch.as_tensor(seen.row, dtype=torch.long, device=scores.device)
+                    cols = torch.as_tensor(seen.col, dtype=torch.long, device=scores.device)
+                    scores[rows, cols] = -torch.inf
+                top_scores, top_idx = _topk_lowest_index_first(scores, k)  # (b, k) each
+                top_idx[torch.isneginf(top_scores)] = -1
+                out_idx[start:stop] = top_idx.cpu().numpy()
+                out_scores[start:stop] = top_scores.cpu().numpy()
+        return out_idx, out_scores
+
+    # ------------------------------------------------------------ persistence
+    def _get_state(self) -> dict:  # pragma: no cover
+        """Fitted state as tensors and plain values (no arbitrary objects)."""
+        raise NotImplementedError
+
+    def _set_state(self, state: dict) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, path) -> Path:
+        """Write the model to one file (atomic): class, params, ids, weights, version.
+
+        The file loads with ``torch.load(path, weights_only=True)``: no pickled objects.
+        """
+        from . import __version__
+
+        self._check_fitted()
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "autorec_version": __version__,
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "users": _ids_to_payload(self.users_),
+            "items": _ids_to_payload(self.items_),
+            "known_users": torch.from_numpy(self.known_users_.copy()),
+            "state": self._get_state(),
+        }
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+
+def load(path, device: str | None = None) -> BaseRecommender:
+    """Load a model written by :meth:`BaseRecommender.save`.
+
+    Uses ``torch.load(..., weights_only=True)``: a file that holds anything but tensors and
+    plain values is refused rather than unpickled.
+
+    Parameters
+    ----------
+    path : str or Path
+    device : str, optional
+        Override the saved ``device`` parameter of torch models (e.g. ``"cpu"``).
+    """
+    from .registry import MODELS
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted, truncated, or not weights-only
+        raise ValueError(f"{path}: not a readable autorec model file ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an autorec model file")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"{path}: written by a newer autorec (format {payload['format_version']})")
+    by_class = {cls.__name__: cls for cls in MODELS.values()}
+    cls = by_class.get(payload["class"])
+    if cls is None:
+        raise ValueError(f"{path}: unknown model class {payload['class']!r}")
+    params = dict(payload["params"])
+    if device is not None and "device" in params:
+        params["device"] = device
+    model = cls(**params)
+    model.users_ = _ids_from_payload(payload["users"])
+    model.items_ = _ids_from_payload(payload["items"])
+    model.known_users_ = payload["known_users"].numpy().astype(bool)
+    model._set_state(payload["state"])
+    return model
+
+
+def _ids_to_payload(index: pd.Index):
+    """Raw ids as a tensor (integers) or a list of str; weights-only loadable."""
+    if pd.api.types.is_integer_dtype(index.dtype):
+        return torch.from_numpy(np.asarray(index, dtype=np.int64))
+    return [str(x) for x in index]
+
+
+def _ids_from_payload(ids) -> pd.Index:
+    if isinstance(ids, torch.Tensor):
+        return pd.Index(ids.numpy())
+    return pd.Index(ids, dtype=object)
+
+
+def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk`` with a deterministic tie order: equal scores by ascending item index.
+
+    ``topk`` finds the k best values; only the order among equal values inside the
+    result is fixed here (a stable sort of k entries per row, cheap).
+    """
+    top_scores, top_idx = torch.topk(scores, k, dim=1)  # (b, k)
+    # sort by index first, then stable sort by score descending -> ties in index order
+    by_idx = torch.argsort(top_idx, dim=1)
+    top_scores, top_idx = top_scores.gather(1, by_idx), top_idx.gather(1, by_idx)
+    order = torch.sort(top_scores, dim=1, descending=True, stable=True).indices
+    return top_scores.gather(1, order), top_idx.gather(1, order)

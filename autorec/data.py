@@ -1,0 +1,500 @@
+"""RatingMatrix: the one data type of autorec, and its readers.
+
+A :class:`RatingMatrix` is a users x items ``scipy.sparse.csr_matrix`` (float32, rows
+are ALWAYS users, canonical: sorted indices, no duplicates) plus the raw ids of its rows
+(``users``) and columns (``items``) as :class:`pandas.Index`. Optional per-rating
+timestamps are stored aligned with ``X.data``.
+
+Naming: ``user_idx``/``item_idx`` are positions (0..n-1); ``user_id``/``item_id`` are raw
+ids, which appear only at the boundary (readers, ``to_frame``, export, CLI).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["RatingMatrix", "DataError", "AlignReport"]
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, line/column or value at fault."""
+
+
+@dataclass(frozen=True)
+class AlignReport:
+    """What :meth:`RatingMatrix.from_frame` dropped when aligning to a fixed vocabulary."""
+
+    unknown_users: pd.Index
+    unknown_items: pd.Index
+    dropped_ratings: int
+
+    def __bool__(self) -> bool:  # True when something was dropped
+        return self.dropped_ratings > 0
+
+
+@dataclass(frozen=True, eq=False)
+class RatingMatrix:
+    """Sparse users x items ratings with their raw ids.
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix, shape (n_users, n_items), float32
+        Ratings; absent entries are unobserved (not zero ratings).
+    users, items : pandas.Index
+        Raw ids of the rows and the columns, unique.
+    timestamps : numpy.ndarray of int64, shape (nnz,), optional
+        Time of each rating, aligned with ``X.data``.
+    item_info : pandas.DataFrame, optional
+        Item metadata (e.g. title, genres, year) indexed by raw item id.
+    """
+
+    X: sp.csr_matrix
+    users: pd.Index
+    items: pd.Index
+    timestamps: np.ndarray | None = None
+    item_info: pd.DataFrame | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        X = self.X
+        if not sp.issparse(X):
+            raise TypeError(f"X must be a scipy sparse matrix, got {type(X).__name__}")
+        X = sp.csr_matrix(X, dtype=np.float32)
+        if not X.has_canonical_format:
+            if self.timestamps is not None:
+                raise ValueError("timestamps need X in canonical CSR format")
+            X.sum_duplicates()
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "users", pd.Index(self.users))
+        object.__setattr__(self, "items", pd.Index(self.items))
+        if X.shape != (len(self.users), len(self.items)):
+            raise ValueError(
+                f"X has shape {X.shape} but there are {len(self.users)} users and "
+                f"{len(self.items)} items"
+            )
+        if not self.users.is_unique or not self.items.is_unique:
+            raise ValueError("user and item ids must be unique")
+        if self.timestamps is not None:
+            ts = np.asarray(self.timestamps, dtype=np.int64)
+            if ts.shape != (X.nnz,):
+                raise ValueError(f"timestamps has shape {ts.shape}, expected ({X.nnz},)")
+            object.__setattr__(self, "timestamps", ts)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_users(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.X.shape
+
+    @property
+    def nnz(self) -> int:
+        return self.X.nnz
+
+    @property
+    def density(self) -> float:
+        cells = self.n_users * self.n_items
+        return self.nnz / cells if cells else 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"RatingMatrix({self.n_users:,} users x {self.n_items:,} items, "
+            f"{self.nnz:,} ratings, density {self.density:.2%})"
+        )
+
+    def __len__(self) -> int:
+        return self.nnz
+
+    def describe(self) -> pd.Series:
+        """Summary statistics: counts, density, rating range and per-user/item counts."""
+        per_user = np.diff(self.X.indptr)
+        per_item = np.bincount(self.X.indices, minlength=self.n_items)
+        data = self.X.data
+        return pd.Series(
+            {
+                "users": self.n_users,
+                "items": self.n_items,
+                "ratings": self.nnz,
+                "density": self.density,
+                "rating_min": float(data.min()) if self.nnz else np.nan,
+                "rating_max": float(data.max()) if self.nnz else np.nan,
+                "rating_mean": float(data.mean()) if self.nnz else np.nan,
+                "ratings_per_user_median": float(np.median(per_user)) if self.n_users else np.nan,
+                "ratings_per_item_median": float(np.median(per_item)) if self.n_items else np.nan,
+                "users_without_ratings": int((per_user == 0).sum()),
+                "items_without_ratings": int((per_item == 0).sum()),
+            }
+        )
+
+    def replace(self, X: sp.csr_matrix, timestamps: np.ndarray | None = None) -> RatingMatrix:
+        """A RatingMatrix with the same ids and metadata but other ratings."""
+        return RatingMatrix(X, self.users, self.items, timestamps, self.item_info)
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(
+        cls,
+        user_idx,
+        item_idx,
+        ratings=None,
+        *,
+        users=None,
+        items=None,
+        timestamps=None,
+        shape: tuple[int, int] | None = None,
+        duplicates: str = "last",
+    ) -> RatingMatrix:
+        """Build from position arrays (COO triplets).
+
+        Parameters
+        ----------
+        user_idx, item_idx : array-like of int
+            Row and column positions.
+        ratings : array-like of float, optional
+            Values; ones (implicit feedback) when omitted.
+        users, items : array-like, optional
+            Raw ids; ``range(n)`` when omitted.
+        timestamps : array-like of int, optional
+        shape : (int, int), optional
+            Defaults to ``(len(users), len(items))`` or the largest positions + 1.
+        duplicates : {"last", "mean", "error"}
+            Policy for repeated (user, item) pairs, see :meth:`from_frame`.
+        """
+        rows = np.asarray(user_idx, dtype=np.int64)
+        cols = np.asarray(item_idx, dtype=np.int64)
+        vals = np.ones(len(rows), np.float32) if ratings is None else np.asarray(ratings, np.float32)
+        if not (len(rows) == len(cols) == len(vals)):
+            raise ValueError("user_idx, item_idx and ratings must have the same length")
+        ts = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
+        if shape is None:
+            n_u = len(users) if users is not None else (int(rows.max()) + 1 if len(rows) else 0)
+            n_i = len(items) if items is not None else (int(cols.max()) + 1 if len(cols) else 0)
+            shape = (n_u, n_i)
+        if len(rows) and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]):
+            raise ValueError(f"positions out of range for shape {shape}")
+        users = pd.RangeIndex(shape[0]) if users is None else pd.Index(users)
+        items = pd.RangeIndex(shape[1]) if items is None else pd.Index(items)
+        rows, cols, vals, ts = _resolve_duplicates(rows, cols, vals, ts, shape, duplicates)
+        # rows/cols are now unique and sorted by (row, col): CSR built directly
+        indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+        index_dtype = np.int32 if max(shape) < 2**31 and len(rows) < 2**31 else np.int64
+        X = sp.csr_matrix(
+            (vals, cols.astype(index_dtype), indptr.astype(index_dtype)), shape=shape
+        )
+        X.has_sorted_indices = True
+        return cls(X, users, items, ts)
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        user: str = "user",
+        item: str = "item",
+        rating: str | None = "rating",
+        timestamp: str | None = None,
+        *,
+        users=None,
+        items=None,
+        duplicates: str = "last",
+        source: str = "DataFrame",
+    ) -> RatingMatrix | tuple[RatingMatrix, AlignReport]:
+        """Build from a long-format DataFrame, vectorised (``pd.factorize``).
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+        user, item : str
+            Column names of the raw user and item ids.
+        rating : str or None
+            Column of the ratings; None means implicit feedback (all ones).
+        timestamp : str or None
+            Column of the times, used by ``duplicates="last"`` and ``split.leave_last``.
+        users, items : array-like, optional
+            A fixed vocabulary (e.g. a trained model's ``users_``/``items_``). Rows whose ids
+            are not in it are dropped and reported: the return value is then the pair
+            ``(matrix, AlignReport)``, and a warning gives the counts.
+        duplicates : {"last", "mean", "error"}
+            Repeated (user, item) pairs: ``"last"`` keeps the latest by timestamp (file
+            order when there is no timestamp), ``"mean"`` averages, ``"error"`` raises.
+            A warning says how many pairs were repeated.
+        source : str
+            Name used in error messages (e.g. the file path).
+        """
+        cols = [c for c in (user, item, rating, timestamp) if c is not None]
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"{source}: missing column(s) {missing}; available columns are {list(df.columns)}"
+            )
+        if len(df) == 0:
+            raise DataError(f"{source}: no ratings (the table is empty)")
+        if rating is not None:
+            vals = _numeric_column(df, rating, source, np.float32)
+        else:
+            vals = np.ones(len(df), np.float32)
+        ts = _numeric_column(df, timestamp, source, np.int64) if timestamp else None
+        for c in (user, item):
+            if df[c].isna().any():
+                pos = int(np.flatnonzero(df[c].isna().to_numpy())[0])
+                raise DataError(f"{source}: missing {c} id at row {pos + 1} (column '{c}')")
+        aligning = users is not None or items is not None
+        report = None
+        if aligning:
+            users_ix = pd.Index(users) if users is not None else None
+            items_ix = pd.Index(items) if items is not None else None
+            u_pos = users_ix.get_indexer(df[user]) if users_ix is not None else None
+            i_pos = items_ix.get_indexer(df[item]) if items_ix is not None else None
+            keep = np.ones(len(df), bool)
+            if u_pos is not None:
+                keep &= u_pos >= 0
+            if i_pos is not None:
+                keep &= i_pos >= 0
+            report = AlignReport(
+                unknown_users=pd.Index(df[user][u_pos < 0].unique()) if u_pos is not None else pd.Index([]),
+                unknown_items=pd.Index(df[item][i_pos < 0].unique()) if i_pos is not None else pd.Index([]),
+                dropped_ratings=int((~keep).sum()),
+            )
+            if report:
+                warnings.warn(
+                    f"{source}: {report.dropped_ratings:,} ratings dropped: "
+                    f"{len(report.unknown_users):,} unknown users, "
+                    f"{len(report.unknown_items):,} unknown items",
+                    stacklevel=2,
+                )
+        if users is not None:
+            user_codes, users_index = u_pos, users_ix
+        else:
+            user_codes, users_index = pd.factorize(df[user], sort=True)
+        if items is not None:
+            item_codes, items_index = i_pos, items_ix
+        else:
+            item_codes, items_index = pd.factorize(df[item], sort=True)
+        if aligning:
+            user_codes, item_codes, vals = user_codes[keep], item_codes[keep], vals[keep]
+            ts = ts[keep] if ts is not None else None
+        R = cls.from_arrays(
+            user_codes, item_codes, vals, users=users_index, items=items_index,
+            timestamps=ts, duplicates=duplicates,
+        )
+        return (R, report) if aligning else R
+
+    @classmethod
+    def from_csv(
+        cls,
+        path,
+        user: str = "user",
+        item: str = "item",
+        rating: str | None = "rating",
+        timestamp: str | None = None,
+        *,
+        sep: str = ",",
+        header: bool = True,
+        names: list[str] | None = None,
+        encoding: str = "utf-8",
+        duplicates: str = "last",
+    ) -> RatingMatrix:
+        """Read a CSV/TSV file of ratings (one rating per line).
+
+        Parameters
+        ----------
+        path : str or Path
+        user, item, rating, timestamp : str
+            Column names (as in the header, or in ``names`` when ``header=False``).
+        sep : str
+            Field separator (``","``, ``"\\t"``, ``"::"`` ...).
+        header : bool
+            Whether the first line holds column names.
+        names : list of str, optional
+            Column names for a file without header.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: the file is empty")
+        if not header and names is None:
+            names = [c for c in (user, item, rating, timestamp) if c is not None]
+        engine = "c" if len(sep) == 1 or sep == r"\s+" else "python"
+        try:
+            df = pd.read_csv(
+                path, sep=sep, header=0 if header else None, names=names,
+                encoding=encoding, engine=engine,
+            )
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: could not parse ({exc}); check sep={sep!r} and encoding") from exc
+        if df.shape[1] == 1 and len([c for c in (user, item, rating) if c]) > 1:
+            raise DataError(
+                f"{path}: every line parsed as one column {list(df.columns)[:1]}; "
+                f"the separator is probably not {sep!r}"
+            )
+        return cls.from_frame(df, user, item, rating, timestamp, duplicates=duplicates, source=str(path))
+
+    def to_frame(self, user: str = "user", item: str = "item", rating: str = "rating") -> pd.DataFrame:
+        """Long format with raw ids: one row per rating (plus ``timestamp`` when known)."""
+        coo = self.X.tocoo()
+        out = {
+            user: self.users[coo.row].to_numpy(),
+            item: self.items[coo.col].to_numpy(),
+            rating: coo.data,
+        }
+        if self.timestamps is not None:
+            out["timestamp"] = self.timestamps
+        return pd.DataFrame(out)
+
+    # -------------------------------------------------------------- operations
+    def binarize(self, threshold: float = 4.0) -> RatingMatrix:
+        """Implicit feedback: ratings ``>= threshold`` become 1, the others are dropped.
+
+        For the Mult-VAE protocol ("keep ratings > 3.5") on MovieLens' star scales,
+        ``binarize(4)`` (integer stars) and ``binarize(4.0)`` (half stars) are the same rule.
+        """
+        keep = self.X.data >= threshold
+        return self._keep_entries(keep, values=np.ones(int(keep.sum()), np.float32))
+
+    def _keep_entries(self, keep: np.ndarray, values: np.ndarray | None = None) -> RatingMatrix:
+        """Keep the stored entries where ``keep`` (aligned with X.data) is True."""
+        X = self.X
+        counts = np.add.reduceat(keep.astype(np.int64), X.indptr[:-1]) if X.nnz else np.zeros(self.n_users, np.int64)
+        counts[np.diff(X.indptr) == 0] = 0  # reduceat quirk on empty rows
+        indptr = np.zeros(self.n_users + 1, dtype=X.indptr.dtype)
+        np.cumsum(counts, out=indptr[1:])
+        data = X.data[keep] if values is None else values
+        Y = sp.csr_matrix((data, X.indices[keep], indptr), shape=X.shape)
+        Y.has_sorted_indices = True
+        ts = self.timestamps[keep] if self.timestamps is not None else None
+        return self.replace(Y, ts)
+
+    def mask(self, keep: np.ndarray) -> RatingMatrix:
+        """The ratings where the boolean ``keep`` (aligned with ``X.data``) is True.
+
+        Same users and items: the building block of the splits.
+        """
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (self.nnz,):
+            raise ValueError(f"keep has shape {keep.shape}, expected ({self.nnz},)")
+        return self._keep_entries(keep)
+
+    def filter(self, min_user_ratings: int = 1, min_item_ratings: int = 1) -> RatingMatrix:
+        """k-core filtering: repeatedly drop users and items with too few ratings.
+
+        Users and items left without ratings are removed from the index.
+        """
+        R = self
+        while True:
+            per_user = np.diff(R.X.indptr)
+            per_item = np.bincount(R.X.indices, minlength=R.n_items)
+            keep_u = per_user >= min_user_ratings
+            keep_i = per_item >= min_item_ratings
+            if keep_u.all() and keep_i.all():
+                return R
+            R = R.subset(users=np.flatnonzero(keep_u), items=np.flatnonzero(keep_i))
+
+    def subset(self, users=None, items=None) -> RatingMatrix:
+        """Rows and/or columns by position (``user_idx``/``item_idx``), ids kept."""
+        X, ts = self.X, self.timestamps
+        u = np.arange(self.n_users) if users is None else np.asarray(users, dtype=np.int64)
+        i = np.arange(self.n_items) if items is None else np.asarray(items, dtype=np.int64)
+        if ts is not None:
+            # carry timestamps through the same slicing by indexing entry positions
+            pos = sp.csr_matrix((np.arange(1, X.nnz + 1, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+            pos = pos[u][:, i].tocsr()
+            pos.sort_indices()
+            ts = ts[pos.data.astype(np.int64) - 1]
+        Y = X[u][:, i].tocsr()
+        Y.sort_indices()
+        info = self.item_info
+        return RatingMatrix(Y, self.users[u], self.items[i], ts, info)
+
+    @property
+    def T(self) -> RatingMatrix:
+        """Items x users view (for item-based models); ids swapped."""
+        X = self.X
+        if self.timestamps is None:
+            Y = X.T.tocsr()
+            Y.sort_indices()
+            return RatingMatrix(Y, self.items, self.users)
+        pos = sp.csr_matrix((np.arange(1, X.nnz + 1, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+        posT = pos.T.tocsr()
+        posT.sort_indices()
+        order = posT.data.astype(np.int64) - 1
+        Y = sp.csr_matrix((X.data[order], posT.indices, posT.indptr), shape=posT.shape)
+        return RatingMatrix(Y, self.items, self.users, self.timestamps[order])
+
+    def align(self, users=None, items=None) -> tuple[RatingMatrix, AlignReport]:
+        """Re-express these ratings in another vocabulary (e.g. a trained model's).
+
+        Ratings of ids absent from ``users``/``items`` are dropped and reported (with a
+        warning), never silently lost; ids of the vocabulary without ratings get empty rows.
+        """
+        df = self.to_frame()
+        return RatingMatrix.from_frame(
+            df, "user", "item", "rating", "timestamp" if self.timestamps is not None else None,
+            users=self.users if users is None else users,
+            items=self.items if items is None else items,
+            source="align",
+        )
+
+    def user_counts(self) -> np.ndarray:
+        """Number of ratings of each user, shape (n_users,)."""
+        return np.diff(self.X.indptr)
+
+    def item_counts(self) -> np.ndarray:
+        """Number of ratings of each item, shape (n_items,)."""
+        return np.bincount(self.X.indices, minlength=self.n_items)
+
+
+# ---------------------------------------------------------------------- helpers
+def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype) -> np.ndarray:
+    """The column as numbers; a clear error naming row and value when it is not."""
+    s = df[col]
+    num = pd.to_numeric(s, errors="coerce")
+    bad = num.isna().to_numpy() | ~np.isfinite(num.to_numpy(dtype=np.float64, na_value=np.nan))
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: column '{col}' has a non-numeric, missing or infinite value "
+            f"{s.iloc[pos]!r} at row {pos + 1} ({int(bad.sum()):,} such rows)"
+        )
+    return num.to_numpy(dtype=dtype)
+
+
+def _resolve_duplicates(rows, cols, vals, ts, shape, policy):
+    """Sort entries by (row, col) and apply the duplicate policy."""
+    if policy not in ("last", "mean", "error"):
+        raise ValueError(f"duplicates must be 'last', 'mean' or 'error', not {policy!r}")
+    key = rows * np.int64(max(shape[1], 1)) + cols
+    # stable sort on (key, time) keeps file order among equal times: "last" = latest, then last line
+    order = np.lexsort((ts, key)) if ts is not None else np.argsort(key, kind="stable")
+    key, rows, cols, vals = key[order], rows[order], cols[order], vals[order]
+    ts = ts[order] if ts is not None else None
+    last = np.ones(len(key), bool)
+    last[:-1] = key[1:] != key[:-1]
+    n_dup = len(key) - int(last.sum())
+    if n_dup == 0:
+        return rows, cols, vals, ts
+    if policy == "error":
+        raise DataError(f"{n_dup:,} repeated (user, item) pairs; choose duplicates='last' or 'mean'")
+    warnings.warn(
+        f"{n_dup:,} repeated (user, item) ratings resolved with duplicates={policy!r}",
+        stacklevel=3,
+    )
+    if policy == "mean":
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        group = np.cumsum(first) - 1
+        sums = np.bincount(group, weights=vals)
+        counts = np.bincount(group)
+        vals_out = (sums / counts).astype(np.float32)
+        return rows[last], cols[last], vals_out, (ts[last] if ts is not None else None)
+    return rows[last], cols[last], vals[last], (ts[last] if ts is not None else None)

@@ -1,0 +1,4 @@
+"""PLACEHOLDER"""
+
+def export_topk(*a, **k):
+    raise NotImplementedError

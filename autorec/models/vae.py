@@ -1,0 +1,6 @@
+"""PLACEHOLDER: being written."""
+from ..base import BaseRecommender
+
+
+class MultVAE(BaseRecommender):
+    pass

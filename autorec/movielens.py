@@ -1,0 +1,4 @@
+"""PLACEHOLDER"""
+
+def load_movielens(*a, **k):
+    raise NotImplementedError

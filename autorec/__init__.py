@@ -10,13 +10,14 @@ __version__ = "0.1.0"
 
 from . import metrics, split
 from .base import BaseRecommender, load
-from .baselines import ALS, BPR, EASE, BiasedMF, Popularity
+from .baselines import ALS, BPR, EASE, Popularity
+from .models.mf import BiasedMF
 from .data import DataError, RatingMatrix
 from .export import export_topk
 from .metrics import evaluate
 from .models.autorec import IAutoRec, UAutoRec
-from .models.dae import CDAE, MultDAE
-from .models.vae import MultVAE
+from .models.cdae import CDAE
+from .models.mult import MultDAE, MultVAE
 from .movielens import load_movielens
 from .registry import MODELS, get_model
 

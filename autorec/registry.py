@@ -1,10 +1,11 @@
 """The one explicit registry of models: name -> class (no naming-convention magic)."""
 from __future__ import annotations
 
-from .baselines import ALS, BPR, EASE, BiasedMF, Popularity
+from .baselines import ALS, BPR, EASE, Popularity
+from .models.mf import BiasedMF
 from .models.autorec import IAutoRec, UAutoRec
-from .models.dae import CDAE, MultDAE
-from .models.vae import MultVAE
+from .models.cdae import CDAE
+from .models.mult import MultDAE, MultVAE
 
 __all__ = ["MODELS", "get_model"]
 

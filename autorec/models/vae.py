@@ -1,6 +1,0 @@
-"""PLACEHOLDER: being written."""
-from ..base import BaseRecommender
-
-
-class MultVAE(BaseRecommender):
-    pass

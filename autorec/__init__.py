@@ -8,7 +8,7 @@
 """
 __version__ = "0.1.0"
 
-from . import metrics, split
+from . import metrics, protocols, split
 from .base import BaseRecommender, load
 from .baselines import ALS, BPR, EASE, Popularity
 from .models.mf import BiasedMF
@@ -24,5 +24,5 @@ from .registry import MODELS, get_model
 __all__ = [
     "ALS", "BPR", "CDAE", "EASE", "MODELS", "BaseRecommender", "BiasedMF", "DataError",
     "IAutoRec", "MultDAE", "MultVAE", "Popularity", "RatingMatrix", "UAutoRec",
-    "evaluate", "export_topk", "get_model", "load", "load_movielens", "metrics", "split",
+    "evaluate", "export_topk", "get_model", "load", "load_movielens", "metrics", "protocols", "split",
 ]

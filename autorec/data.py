@@ -175,6 +175,13 @@ class RatingMatrix:
         vals = np.ones(len(rows), np.float32) if ratings is None else np.asarray(ratings, np.float32)
         if not (len(rows) == len(cols) == len(vals)):
             raise ValueError("user_idx, item_idx and ratings must have the same length")
+        finite = np.isfinite(vals)
+        if not finite.all():
+            pos = int(np.flatnonzero(~finite)[0])
+            raise DataError(
+                f"ratings has {int((~finite).sum()):,} NaN or infinite value(s), "
+                f"the first at position {pos} ({vals[pos]})"
+            )
         ts = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
         if shape is None:
             n_u = len(users) if users is not None else (int(rows.max()) + 1 if len(rows) else 0)
@@ -231,6 +238,13 @@ class RatingMatrix:
         source : str
             Name used in error messages (e.g. the file path).
         """
+        return cls._from_frame(df, user, item, rating, timestamp, users, items, duplicates, source)
+
+    @classmethod
+    def _from_frame(
+        cls, df, user, item, rating, timestamp, users, items, duplicates, source, first_line=None
+    ):
+        """Body of :meth:`from_frame`; ``first_line``: file line of the first data row."""
         cols = [c for c in (user, item, rating, timestamp) if c is not None]
         missing = [c for c in cols if c not in df.columns]
         if missing:
@@ -240,22 +254,25 @@ class RatingMatrix:
         if len(df) == 0:
             raise DataError(f"{source}: no ratings (the table is empty)")
         if rating is not None:
-            vals = _numeric_column(df, rating, source, np.float32)
+            vals = _numeric_column(df, rating, source, np.float32, first_line)
         else:
             vals = np.ones(len(df), np.float32)
-        ts = _numeric_column(df, timestamp, source, np.int64) if timestamp else None
+        ts = _numeric_column(df, timestamp, source, np.int64, first_line) if timestamp else None
         for c in (user, item):
             if df[c].isna().any():
                 pos = int(np.flatnonzero(df[c].isna().to_numpy())[0])
-                raise DataError(f"{source}: missing {c} id at row {pos + 1} (column '{c}')")
+                raise DataError(
+                    f"{source}: missing {c} id at {_where(pos, first_line)} (column '{c}')"
+                )
         aligning = users is not None or items is not None
         report = None
+        keep = slice(None)
         if aligning:
             users_ix = pd.Index(users) if users is not None else None
             items_ix = pd.Index(items) if items is not None else None
-            u_pos = users_ix.get_indexer(df[user]) if users_ix is not None else None
-            i_pos = items_ix.get_indexer(df[item]) if items_ix is not None else None
-            keep = np.ones(len(df), bool)
+            u_pos = users_ix.get_indexer(df[user]) if users_ix is not None else None  # (n_rows,)
+            i_pos = items_ix.get_indexer(df[item]) if items_ix is not None else None  # (n_rows,)
+            keep = np.ones(len(df), bool)  # (n_rows,)
             if u_pos is not None:
                 keep &= u_pos >= 0
             if i_pos is not None:
@@ -270,19 +287,20 @@ class RatingMatrix:
                     f"{source}: {report.dropped_ratings:,} ratings dropped: "
                     f"{len(report.unknown_users):,} unknown users, "
                     f"{len(report.unknown_items):,} unknown items",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-        if users is not None:
-            user_codes, users_index = u_pos, users_ix
-        else:
-            user_codes, users_index = pd.factorize(df[user], sort=True)
-        if items is not None:
-            item_codes, items_index = i_pos, items_ix
-        else:
-            item_codes, items_index = pd.factorize(df[item], sort=True)
-        if aligning:
-            user_codes, item_codes, vals = user_codes[keep], item_codes[keep], vals[keep]
+            vals = vals[keep]
             ts = ts[keep] if ts is not None else None
+        # ids not in a fixed vocabulary are factorized from the kept rows only, so ids seen
+        # only in dropped rows do not become empty rows/columns
+        if users is not None:
+            user_codes, users_index = u_pos[keep], users_ix
+        else:
+            user_codes, users_index = pd.factorize(df[user][keep], sort=True)
+        if items is not None:
+            item_codes, items_index = i_pos[keep], items_ix
+        else:
+            item_codes, items_index = pd.factorize(df[item][keep], sort=True)
         R = cls.from_arrays(
             user_codes, item_codes, vals, users=users_index, items=items_index,
             timestamps=ts, duplicates=duplicates,
@@ -316,7 +334,18 @@ class RatingMatrix:
         header : bool
             Whether the first line holds column names.
         names : list of str, optional
-            Column names for a file without header.
+            Column names for a file without header; surplus trailing columns of the file
+            are ignored (e.g. reading MovieLens ``u.data`` without its timestamps).
+        encoding : str
+            Text encoding (MovieLens ``ml-1m`` is ``"latin-1"``).
+        duplicates : {"last", "mean", "error"}
+            See :meth:`from_frame`.
+
+        Raises
+        ------
+        DataError
+            Missing or empty file, wrong separator (detected, with a guess of the right
+            one), lines with more fields than the header, bad values (with their line).
         """
         path = Path(path)
         if not path.exists():
@@ -327,18 +356,39 @@ class RatingMatrix:
             names = [c for c in (user, item, rating, timestamp) if c is not None]
         engine = "c" if len(sep) == 1 or sep == r"\s+" else "python"
         try:
-            df = pd.read_csv(
-                path, sep=sep, header=0 if header else None, names=names,
-                encoding=encoding, engine=engine,
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                # index_col=False: never turn a surplus leading column into the index
+                # (that silently shifts every column by one)
+                df = pd.read_csv(
+                    path, sep=sep, header=0 if header else None, names=names,
+                    encoding=encoding, engine=engine, index_col=False,
+                )
+        except pd.errors.EmptyDataError as exc:
+            raise DataError(f"{path}: the file has no data") from exc
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: could not parse ({exc}); check sep={sep!r} and encoding") from exc
-        if df.shape[1] == 1 and len([c for c in (user, item, rating) if c]) > 1:
+        surplus = any(issubclass(w.category, pd.errors.ParserWarning) for w in caught)
+        if surplus and names is None:  # with names, surplus trailing columns are ignored
             raise DataError(
-                f"{path}: every line parsed as one column {list(df.columns)[:1]}; "
-                f"the separator is probably not {sep!r}"
+                f"{path}: some lines have more fields than the header {list(df.columns)}; "
+                f"check sep={sep!r}"
             )
-        return cls.from_frame(df, user, item, rating, timestamp, duplicates=duplicates, source=str(path))
+        needed = [c for c in (user, item, rating, timestamp) if c]
+        one_column = df.shape[1] == 1 or (
+            df.shape[1] > 1 and len(df) > 0 and df.iloc[:, 1:].isna().all().all()
+        )
+        if one_column and len(needed) > 1:
+            guess = _guess_sep(path, encoding, sep)
+            hint = f"; the first line looks {guess!r}-separated" if guess else ""
+            raise DataError(
+                f"{path}: every line parsed as one column; the separator is probably "
+                f"not {sep!r}{hint}"
+            )
+        return cls._from_frame(
+            df, user, item, rating, timestamp, None, None, duplicates, str(path),
+            first_line=2 if header else 1,
+        )
 
     def to_frame(self, user: str = "user", item: str = "item", rating: str = "rating") -> pd.DataFrame:
         """Long format with raw ids: one row per rating (plus ``timestamp`` when known)."""
@@ -365,10 +415,9 @@ class RatingMatrix:
     def _keep_entries(self, keep: np.ndarray, values: np.ndarray | None = None) -> RatingMatrix:
         """Keep the stored entries where ``keep`` (aligned with X.data) is True."""
         X = self.X
-        counts = np.add.reduceat(keep.astype(np.int64), X.indptr[:-1]) if X.nnz else np.zeros(self.n_users, np.int64)
-        counts[np.diff(X.indptr) == 0] = 0  # reduceat quirk on empty rows
-        indptr = np.zeros(self.n_users + 1, dtype=X.indptr.dtype)
-        np.cumsum(counts, out=indptr[1:])
+        # kept entries before each old row boundary = the new indptr, shape (n_users + 1,)
+        kept_before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))  # (nnz + 1,)
+        indptr = kept_before[X.indptr].astype(X.indptr.dtype)
         data = X.data[keep] if values is None else values
         Y = sp.csr_matrix((data, X.indices[keep], indptr), shape=X.shape)
         Y.has_sorted_indices = True
@@ -401,10 +450,14 @@ class RatingMatrix:
             R = R.subset(users=np.flatnonzero(keep_u), items=np.flatnonzero(keep_i))
 
     def subset(self, users=None, items=None) -> RatingMatrix:
-        """Rows and/or columns by position (``user_idx``/``item_idx``), ids kept."""
+        """Rows and/or columns by position (``user_idx``/``item_idx``), ids kept.
+
+        ``users``/``items`` are integer positions or boolean masks of length
+        ``n_users``/``n_items``; None keeps all.
+        """
         X, ts = self.X, self.timestamps
-        u = np.arange(self.n_users) if users is None else np.asarray(users, dtype=np.int64)
-        i = np.arange(self.n_items) if items is None else np.asarray(items, dtype=np.int64)
+        u = _positions(users, self.n_users, "users")
+        i = _positions(items, self.n_items, "items")
         if ts is not None:
             # carry timestamps through the same slicing by indexing entry positions
             pos = sp.csr_matrix((np.arange(1, X.nnz + 1, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
@@ -438,12 +491,14 @@ class RatingMatrix:
         warning), never silently lost; ids of the vocabulary without ratings get empty rows.
         """
         df = self.to_frame()
-        return RatingMatrix.from_frame(
+        R, report = RatingMatrix.from_frame(
             df, "user", "item", "rating", "timestamp" if self.timestamps is not None else None,
             users=self.users if users is None else users,
             items=self.items if items is None else items,
             source="align",
         )
+        R = RatingMatrix(R.X, R.users, R.items, R.timestamps, self.item_info)
+        return R, report
 
     def user_counts(self) -> np.ndarray:
         """Number of ratings of each user, shape (n_users,)."""
@@ -455,7 +510,39 @@ class RatingMatrix:
 
 
 # ---------------------------------------------------------------------- helpers
-def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype) -> np.ndarray:
+def _positions(sel, n: int, what: str) -> np.ndarray:
+    """Integer positions from None (all), a boolean mask of length n, or positions."""
+    if sel is None:
+        return np.arange(n)
+    sel = np.asarray(sel)
+    if sel.dtype == bool:
+        if sel.shape != (n,):
+            raise ValueError(f"boolean {what} mask has shape {sel.shape}, expected ({n},)")
+        return np.flatnonzero(sel)
+    return sel.astype(np.int64)
+
+
+def _guess_sep(path: Path, encoding: str, sep: str) -> str | None:
+    """The likeliest separator of the file's first line, other than ``sep``."""
+    try:
+        with open(path, encoding=encoding, errors="replace") as f:
+            line = f.readline()
+    except OSError:
+        return None
+    for cand in ("::", "\t", ",", ";", "|"):
+        if cand != sep and cand in line:
+            return cand
+    return None
+
+
+def _where(pos: int, first_line: int | None) -> str:
+    """Name a 0-based data row: ``row N`` (1-based) or, for files, also its line."""
+    if first_line is None:
+        return f"row {pos + 1}"
+    return f"row {pos + 1} (line {pos + first_line} of the file)"
+
+
+def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=None) -> np.ndarray:
     """The column as numbers; a clear error naming row and value when it is not."""
     s = df[col]
     num = pd.to_numeric(s, errors="coerce")
@@ -464,7 +551,7 @@ def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype) -> np.ndarra
         pos = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{source}: column '{col}' has a non-numeric, missing or infinite value "
-            f"{s.iloc[pos]!r} at row {pos + 1} ({int(bad.sum()):,} such rows)"
+            f"{s.iloc[pos]!r} at {_where(pos, first_line)} ({int(bad.sum()):,} such rows)"
         )
     return num.to_numpy(dtype=dtype)
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_path
 
-__all__ = ["Batch", "Trainer", "TrainingDiverged", "dropout", "resolve_device"]
+__all__ = ["Batch", "Trainer", "TrainingDiverged", "resolve_device"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -57,14 +57,6 @@ class Batch:
     def dense(self) -> torch.Tensor:
         """``X`` as a dense tensor on the device, shape (B, N)."""
         return torch.from_numpy(self.X.toarray()).to(self.device)
-
-
-def dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Inverted dropout drawn from ``generator`` (reproducible and resumable)."""
-    if p <= 0.0:
-        return x
-    keep = torch.rand(x.shape, generator=generator).to(x.device) >= p  # (B, N)
-    return x * keep / (1.0 - p)
 
 
 def resolve_device(device: str) -> torch.device:

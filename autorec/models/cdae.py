@@ -9,7 +9,6 @@ plus sampled negatives. New users are scored without their user node (V_u = 0).
 """
 from __future__ import annotations
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn

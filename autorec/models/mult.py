@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..losses import gaussian_kl, kl_anneal, l2_penalty, multinomial_nll
-from ..train import Batch, dropout
+from ..train import Batch
 try:  # TEMPORARY until _sparse_ops lands
     from ._sparse_ops import sparse_dense_matmul
 except ImportError:

@@ -25,7 +25,7 @@ __all__ = ["BaseRecommender", "NotFittedError", "NotFittedForUser", "load", "SCO
 
 FORMAT = "autorec-model"
 FORMAT_VERSION = 1
-SCORE_BUDGET_BYTES = 256 * 2**20  # dense score block held at once by recommend()
+SCORE_BUDGET_BYTES = 64 * 2**20  # dense score block held at once by recommend()
 
 
 class NotFittedError(RuntimeError):
@@ -121,7 +121,7 @@ class BaseRecommender:
         Returns
         -------
         torch.Tensor, shape (B, n_items), float32
-            Higher is better.
+            Higher is better. A fresh tensor: ``recommend`` writes into it.
         """
         raise NotImplementedError
 
@@ -169,8 +169,8 @@ class BaseRecommender:
         Returns
         -------
         item_idx : numpy.ndarray of int64, shape (B, k)
-            Best first; ties keep the lower item index first. ``-1`` pads users with fewer
-            than ``k`` candidates.
+            Best first; equal scores inside the list in ascending item index. ``-1`` pads
+            users with fewer than ``k`` candidates.
         scores : numpy.ndarray of float32, shape (B, k)
             ``-inf`` where padded.
         """
@@ -185,13 +185,13 @@ class BaseRecommender:
         with torch.no_grad():
             for start in range(0, len(users), batch_size):
                 stop = min(start + batch_size, len(users))
-                scores = self.score(users[start:stop], X[start:stop]).float()  # (b, n_items)
+                scores = self.score(users[start:stop], X[start:stop]).float()  # (b, n_items), fresh
                 if exclude_seen:
                     seen = X[start:stop].tocoo()
-                    rows = torch.as_tensor(seen.row, dtype=torch.long, device=scores.device)
-                    cols = torch.as_tensor(seen.col, dtype=torch.long, device=scores.device)
-                    scores[rows, cols] = -torch.inf
+                    flat = torch.from_numpy(seen.row.astype(np.int64) * self.n_items_ + seen.col)
+                    scores.view(-1).index_fill_(0, flat.to(scores.device), -torch.inf)
                 top_scores, top_idx = _topk_lowest_index_first(scores, k)  # (b, k) each
+                del scores  # free the block before the next one is scored
                 top_idx[torch.isneginf(top_scores)] = -1
                 out_idx[start:stop] = top_idx.cpu().numpy()
                 out_scores[start:stop] = top_scores.cpu().numpy()
@@ -284,12 +284,12 @@ def _ids_from_payload(ids) -> pd.Index:
 
 
 def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk`` with a deterministic tie order: equal scores by ascending item index.
-
-    ``topk`` finds the k best values; only the order among equal values inside the
-    result is fixed here (a stable sort of k entries per row, cheap).
+    """``torch.topk`` with a deterministic order among equal scores inside the result:
+    ascending item index. (Which of several tied items cross the k-th cut is topk's.)
     """
-    top_scores, top_idx = torch.topk(scores, k, dim=1)  # (b, k)
+    top_scores, top_idx = torch.topk(scores, k, dim=1)  # (b, k), sorted descending
+    if not (top_scores[:, 1:] == top_scores[:, :-1]).any():
+        return top_scores, top_idx  # no ties: nothing to reorder
     # sort by index first, then stable sort by score descending -> ties in index order
     by_idx = torch.argsort(top_idx, dim=1)
     top_scores, top_idx = top_scores.gather(1, by_idx), top_idx.gather(1, by_idx)

@@ -1,22 +1,121 @@
-"""PLACEHOLDER: being written."""
+"""Baselines: Popularity, EASE, and the ALS / BPR wrappers over ``implicit``.
+
+* :class:`Popularity` -- number of training ratings per item, the same for every user.
+* :class:`EASE` -- Steck (2019), "Embarrassingly Shallow Autoencoders for Sparse Data":
+  a closed-form item-item model, so it scores any user from a history row.
+* :class:`ALS`, :class:`BPR` -- matrix factorization fitted by ``implicit`` (defined in
+  ``autorec/_implicit.py``, re-exported here); users unseen in training are folded in with
+  the item factors fixed.
+
+``BiasedMF`` (explicit ratings) lives in :mod:`autorec.models.mf`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.linalg import lapack
+
+from ._implicit import ALS, BPR
 from .base import BaseRecommender
+from .data import RatingMatrix
 
-
-class ALS(BaseRecommender):
-    pass
-
-
-class BPR(BaseRecommender):
-    pass
-
-
-class EASE(BaseRecommender):
-    pass
-
-
-class BiasedMF(BaseRecommender):
-    pass
+__all__ = ["ALS", "BPR", "EASE", "Popularity"]
 
 
 class Popularity(BaseRecommender):
-    pass
+    """Most-rated items first: score = number of training ratings of the item.
+
+    Every user, new or known, gets the same scores (seen items are still excluded by
+    ``recommend``). The floor any personalised model must beat.
+    """
+
+    def __init__(self):
+        pass
+
+    def fit(self, train: RatingMatrix, valid=None) -> Popularity:
+        self._init_fit(train)
+        self.item_counts_ = torch.from_numpy(train.item_counts().astype(np.float32))  # (n_items,)
+        return self
+
+    def score(self, users, X) -> torch.Tensor:
+        users, X = self._check_users_X(users, X)
+        # a fresh (B, n_items) tensor: recommend() writes -inf into it in place
+        return self.item_counts_.unsqueeze(0).repeat(len(users), 1)
+
+    def _get_state(self) -> dict:
+        return {"item_counts": self.item_counts_}
+
+    def _set_state(self, state: dict) -> None:
+        self.item_counts_ = state["item_counts"].float()
+
+
+class EASE(BaseRecommender):
+    """EASE^R (Steck 2019): item-item weights with a zero diagonal, in closed form.
+
+    ``B = I - P diag(1/diag(P))`` with ``P = (XᵀX + l2·I)⁻¹``, so ``B_ij = -P_ij / P_jj``
+    and ``B_jj = 0``; ``score = X_history @ B``. Users need no training row: a new user is
+    scored from the history row alone, exactly like a known one.
+
+    The inverse is taken in float64 (Cholesky, in place: one ``n_items²`` float64 buffer at
+    the peak) and ``B`` is stored in float32 (``4·n_items²`` bytes, also in saved files).
+    ``X`` is used as given: for the Mult-VAE protocol pass binarized data
+    (``R.binarize(4)``), as in the paper.
+
+    Parameters
+    ----------
+    l2 : float
+        L2 penalty λ on the weights (the paper uses 500 on ML-20M; > 0).
+    """
+
+    def __init__(self, l2: float = 500.0):
+        self.l2 = l2
+
+    def fit(self, train: RatingMatrix, valid=None) -> EASE:
+        self._init_fit(train)
+        if not np.isfinite(self.l2) or self.l2 <= 0:
+            raise ValueError(f"EASE l2 must be a positive number, got {self.l2!r}")
+        X = train.X.astype(np.float64)
+        G = np.ascontiguousarray((X.T @ X).toarray())  # (n_items, n_items) Gram matrix
+        G[np.diag_indices_from(G)] += self.l2
+        P = _spd_inverse_inplace(G)  # same buffer as G
+        P /= -np.diag(P)[None, :]  # B_ij = -P_ij / P_jj (column j)
+        P[np.diag_indices_from(P)] = 0.0
+        self.B_ = torch.from_numpy(P.astype(np.float32))  # (n_items, n_items)
+        return self
+
+    def score(self, users, X) -> torch.Tensor:
+        users, X = self._check_users_X(users, X)
+        return torch.from_numpy(np.asarray(X @ self.B_.numpy(), dtype=np.float32))  # (B, n_items)
+
+    def _get_state(self) -> dict:
+        return {"B": self.B_}
+
+    def _set_state(self, state: dict) -> None:
+        self.B_ = state["B"].float().contiguous()
+
+
+def _spd_inverse_inplace(G: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Inverse of a symmetric positive definite float64 matrix, overwriting ``G``.
+
+    LAPACK ``dpotrf`` + ``dpotri`` (about half the flops of an LU inverse) on the
+    Fortran view ``G.T`` of the C-ordered ``G`` (the same matrix, being symmetric), then
+    the missing triangle is mirrored block by block (no second ``n²`` buffer).
+    """
+    n = G.shape[0]
+    A = G.T  # Fortran-contiguous view of the same memory
+    c, info = lapack.dpotrf(A, lower=0, clean=0, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); increase l2")
+    inv, info = lapack.dpotri(c, lower=0, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info}); increase l2")
+    # inv (Fortran order) is valid on and above its diagonal: mirror it below
+    for i0 in range(0, n, block):
+        i1 = min(i0 + block, n)
+        inv[i1:, i0:i1] = inv[i0:i1, i1:].T
+        d = inv[i0:i1, i0:i1]
+        d[np.tril_indices(i1 - i0, -1)] = d.T[np.tril_indices(i1 - i0, -1)]
+    if not np.shares_memory(inv, G):  # LAPACK wrapper made a copy (unexpected layout)
+        G[...] = inv
+        return G
+    return np.ascontiguousarray(inv.T) if not inv.T.flags.c_contiguous else inv.T

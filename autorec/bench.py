@@ -1,0 +1,245 @@
+"""MovieLens benchmarks that reproduce the papers' tables: ``autorec benchmark``.
+
+Suites (each writes Markdown tables and appends every run to a CSV):
+
+- ``rating``: the AutoRec protocol (random 90/10, 10% of train for validation, several
+  seeds, mean ± 95% interval) for I-AutoRec, U-AutoRec, BiasedMF and the bias-only floor,
+  with the numbers of Sedhain et al. (2015) beside ours.
+- ``topk``: the Mult-VAE strong-generalization protocol (held-out users folded in) and the
+  per-user 80/20 protocol, for the autoencoders and the baselines, hyperparameters chosen
+  on validation users only; Liang et al. (2018)'s ML-20M numbers beside ours.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from . import __version__
+from ._io import atomic_path
+from .metrics import evaluate, rmse
+from .models.torch_model import TorchRecommender
+from .movielens import load_movielens
+from .protocols import autorec_protocol, per_user_holdout, strong_generalization
+from .registry import MODELS
+
+PAPER_RMSE = {  # Sedhain et al. 2015, Table 1(a)/(b): random 90/10 split
+    "ml-1m": {"i-autorec": 0.831, "u-autorec": 0.874, "biased-mf": 0.845},
+    "ml-10m": {"i-autorec": 0.782, "u-autorec": 0.867, "biased-mf": 0.803},
+}
+PAPER_TOPK_ML20M = {  # Liang et al. 2018, Table 2 (ML-20M): Recall@20, Recall@50, NDCG@100
+    "mult-vae": (0.395, 0.537, 0.426), "mult-dae": (0.387, 0.524, 0.419),
+    "ease": (0.391, 0.521, 0.420),  # EASE's numbers from Steck 2019, same protocol
+}
+HELDOUT_USERS = {"ml-100k": 100, "ml-1m": 600, "ml-10m": 7_000, "ml-20m": 10_000, "ml-25m": 10_000}
+
+# label -> (registry name, fixed params); rating suite
+RATING_MODELS = {
+    "i-autorec": ("i-autorec", {}), "u-autorec": ("u-autorec", {}),
+    "biased-mf": ("biased-mf", {}), "bias-only": ("biased-mf", {"factors": 0}),
+}
+# label -> (registry name, grid of params tried on the validation users)
+TOPK_GRIDS = {
+    "mult-vae": ("mult-vae", [{}]),
+    "mult-dae": ("mult-dae", [{}]),
+    "cdae": ("cdae", [{}, {"lr": 3e-3}]),
+    "u-autorec": ("u-autorec", [{}]),
+    "ease": ("ease", [{"l2": v} for v in (100.0, 300.0, 1000.0, 3000.0)]),
+    "als": ("als", [{"factors": f, "regularization": r, "alpha": a}
+                    for f in (64, 128) for r in (0.1, 1.0) for a in (1.0, 10.0)]),
+    "bpr": ("bpr", [{"factors": f, "learning_rate": lr} for f in (64, 128) for lr in (0.01, 0.05)]),
+    "pop": ("pop", [{}]),
+}
+QUICK = {"epochs": 15}  # torch models in --quick mode
+TOPK_METRICS, TOPK_KS = ("ndcg", "recall"), (10, 20, 50, 100)
+
+
+def _make(name: str, params: dict, seed: int, quick: bool):
+    cls = MODELS[name]
+    names = cls._param_names()
+    params = dict(params)
+    for key, value in (("seed", seed), ("progress", False)):
+        if key in names:
+            params.setdefault(key, value)
+    if quick and "epochs" in names:
+        params = {**params, **QUICK}
+    return cls(**params)
+
+
+def _fit(model, train, valid):
+    start = time.perf_counter()
+    if isinstance(model, TorchRecommender):
+        model.fit(train, valid)  # torch models: early stopping / best-epoch restore on valid
+    else:
+        model.fit(train)
+    return time.perf_counter() - start
+
+
+def run_rating(dataset: str, R, seeds, quick: bool, log) -> list[dict]:
+    """AutoRec protocol on ``R`` for every rating model and seed; one row per run."""
+    rows = []
+    for seed in seeds:
+        proto = autorec_protocol(R, seed=seed)
+        for label, (name, params) in RATING_MODELS.items():
+            model = _make(name, params, seed, quick)
+            seconds = _fit(model, proto.train, proto.valid)
+            row = {"suite": "rating", "dataset": dataset, "protocol": "autorec", "model": label,
+                   "seed": seed, "params": json.dumps(model.get_params(), default=str),
+                   "valid_rmse": rmse(model, proto.valid), "rmse": rmse(model, proto.test),
+                   "fit_seconds": seconds, "epochs": len(getattr(model, "history_", []) or [])}
+            rows.append(row)
+            log(f"{dataset} seed {seed} {label}: test RMSE {row['rmse']:.4f} ({seconds:.0f}s)")
+            _history_rows(model, row, log)
+    return rows
+
+
+def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None) -> list[dict]:
+    """Top-k protocol (``strong`` or ``per-user``): grid on validation, report on test."""
+    if protocol == "strong":
+        proto = strong_generalization(R, n_heldout=HELDOUT_USERS.get(dataset, 600), seed=0)
+        valid_hist, valid_target = proto.valid
+        test_hist, test_target = proto.test
+    else:
+        proto = per_user_holdout(R, test_size=0.2, valid_size=0.1, threshold=3.5, seed=0)
+        valid_hist = test_hist = proto.train
+        valid_target, test_target = proto.valid, proto.test
+    log(proto.describe())
+    rows = []
+    for label, (name, grid) in TOPK_GRIDS.items():
+        if models and label not in models:
+            continue
+        best = None
+        for params in (grid[:1] if quick else grid):
+            model = _make(name, params, 0, quick)
+            seconds = _fit(model, proto.train, proto.valid)
+            score = evaluate(model, valid_hist, valid_target, metrics=("ndcg",), ks=(100,))["ndcg@100"]
+            log(f"{dataset} {protocol} {label} {params}: valid NDCG@100 {score:.4f} ({seconds:.0f}s)")
+            if best is None or score > best[0]:
+                best = (score, model, seconds)
+        score, model, seconds = best
+        result = evaluate(model, test_hist, test_target, metrics=TOPK_METRICS, ks=TOPK_KS)
+        row = {"suite": "topk", "dataset": dataset, "protocol": protocol, "model": label, "seed": 0,
+               "params": json.dumps(model.get_params(), default=str), "valid_ndcg@100": score,
+               "fit_seconds": seconds, "n_users": result.n_users}
+        for key in result:
+            row[key], row[f"{key}_se"] = result[key], result.se[key]
+        rows.append(row)
+        _history_rows(model, row, log)
+    return rows
+
+
+_HISTORIES: list[dict] = []
+
+
+def _history_rows(model, row: dict, log) -> None:
+    for h in getattr(model, "history_", None) or []:
+        _HISTORIES.append({"dataset": row["dataset"], "protocol": row["protocol"],
+                           "model": row["model"], "seed": row["seed"], **h})
+
+
+# ------------------------------------------------------------------------ reports
+def _ci95(values: pd.Series) -> float:
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    return float(scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
+def rating_table(runs: pd.DataFrame) -> str:
+    """Markdown: test RMSE mean ± 95% interval per dataset and model, paper beside."""
+    lines = ["| dataset | model | RMSE (ours, mean ± 95% CI) | seeds | paper | Δ vs paper | fit s/seed |",
+             "|---|---|---|---|---|---|---|"]
+    for (dataset, label), g in runs.groupby(["dataset", "model"], sort=False):
+        paper = PAPER_RMSE.get(dataset, {}).get(label)
+        mean = g["rmse"].mean()
+        delta = f"{mean - paper:+.3f}" if paper else ""
+        lines.append(f"| {dataset} | {label} | {mean:.4f} ± {_ci95(g['rmse']):.4f} | {len(g)} | "
+                     f"{paper if paper else '—'} | {delta} | {g['fit_seconds'].mean():.0f} |")
+    return "\n".join(lines)
+
+
+def topk_table(runs: pd.DataFrame) -> str:
+    """Markdown: Recall@20/50, NDCG@100/@10 ± s.e. per dataset/protocol/model."""
+    cols = ["recall@20", "recall@50", "ndcg@100", "ndcg@10"]
+    lines = ["| dataset | protocol | model | " + " | ".join(cols)
+             + " | paper ML-20M R@20 / R@50 / N@100 | fit s |", "|---" * (len(cols) + 5) + "|"]
+    for _, r in runs.iterrows():
+        cells = [f"{r[c]:.4f} ± {r[c + '_se']:.4f}" for c in cols]
+        paper = PAPER_TOPK_ML20M.get(r["model"])
+        paper_cell = " / ".join(f"{v:.3f}" for v in paper) if paper else "—"
+        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['model']} | " + " | ".join(cells)
+                     + f" | {paper_cell} | {r['fit_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def environment(command: str) -> str:
+    """The header every results file carries: command, versions, machine."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"Command: `{command}`\n\nautorec {__version__}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, numpy {np.__version__}, pandas {pd.__version__}; "
+            f"{cpu}, {os.cpu_count()} cores, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def main(argv=None) -> int:
+    """Entry point of ``autorec benchmark``; returns the exit status."""
+    p = argparse.ArgumentParser(prog="autorec benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", choices=("rating", "topk", "all"), default="all")
+    p.add_argument("--datasets", default=None, help="comma-separated (default: ml-1m; ml-100k with --quick)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds of the rating suite (default 5)")
+    p.add_argument("--protocols", default="strong,per-user", help="top-k protocols")
+    p.add_argument("--models", default=None, help="comma-separated top-k model labels (default: all)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true", help="ML-100K, 1 seed, 15 epochs, no grid: a few minutes")
+    args = p.parse_args(argv)
+    quick = args.quick
+    datasets = (args.datasets or ("ml-100k" if quick else "ml-1m")).split(",")
+    seeds = range(1 if quick else args.seeds)
+    out = Path(args.out)
+    tag = "quick-" if quick else ""
+    command = "autorec benchmark " + " ".join(argv if argv is not None else sys.argv[2:])
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    rating_rows, topk_rows = [], []
+    for dataset in datasets:
+        R = load_movielens(dataset, args.data_dir)
+        if args.suite in ("rating", "all"):
+            rating_rows += run_rating(dataset, R, seeds, quick, log)
+        if args.suite in ("topk", "all"):
+            for protocol in args.protocols.split(","):
+                topk_rows += run_topk(dataset, R, protocol, quick, log,
+                                      args.models.split(",") if args.models else None)
+    header = environment(command)
+    if rating_rows:
+        runs = pd.DataFrame(rating_rows)
+        _write(out / f"{tag}rating_runs.csv", runs.to_csv(index=False))
+        _write(out / f"{tag}rating.md", "# Rating prediction (AutoRec protocol)\n\n" + header + "\n"
+               + rating_table(runs) + "\n")
+        print(rating_table(runs))
+    if topk_rows:
+        runs = pd.DataFrame(topk_rows)
+        _write(out / f"{tag}topk_runs.csv", runs.to_csv(index=False))
+        _write(out / f"{tag}topk.md", "# Top-k recommendation\n\n" + header + "\n" + topk_table(runs) + "\n")
+        print(topk_table(runs))
+    if _HISTORIES:
+        _write(out / f"{tag}histories.csv", pd.DataFrame(_HISTORIES).to_csv(index=False))
+    return 0

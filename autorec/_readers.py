@@ -177,8 +177,11 @@ def _resolve_duplicates(rows, cols, vals, ts, shape, policy):
     if policy not in ("last", "mean", "error"):
         raise ValueError(f"duplicates must be 'last', 'mean' or 'error', not {policy!r}")
     key = rows * np.int64(max(shape[1], 1)) + cols
-    # stable sort on (key, time) keeps file order among equal times: "last" = latest, then last line
-    order = np.lexsort((ts, key)) if ts is not None else np.argsort(key, kind="stable")
+    order = np.argsort(key, kind="stable")  # near-linear on files grouped by user
+    repeated = bool((key[order][1:] == key[order][:-1]).any())
+    if repeated and ts is not None:
+        # stable sort on (key, time) keeps file order among equal times: "last" = latest, then last line
+        order = np.lexsort((ts, key))
     key, rows, cols, vals = key[order], rows[order], cols[order], vals[order]
     ts = ts[order] if ts is not None else None
     last = np.ones(len(key), bool)

@@ -146,8 +146,9 @@ class BaseRecommender:
                 f"X has shape {X.shape}; expected ({len(users)}, {self.n_items_}) "
                 "= (number of users, number of training items)"
             )
-        if len(users) and users.max() >= self.n_users_:
-            raise ValueError(f"user_idx {users.max()} out of range (n_users={self.n_users_})")
+        if len(users) and (users.max() >= self.n_users_ or users.min() < -1):
+            bad = users.max() if users.max() >= self.n_users_ else users.min()
+            raise ValueError(f"user_idx {bad} out of range: 0..{self.n_users_ - 1}, or -1 for a new user")
         return users, X
 
     def recommend(self, users, X, k: int = 10, exclude_seen: bool = True, batch_size: int | None = None):
@@ -186,6 +187,10 @@ class BaseRecommender:
             for start in range(0, len(users), batch_size):
                 stop = min(start + batch_size, len(users))
                 scores = self.score(users[start:stop], X[start:stop]).float()  # (b, n_items), fresh
+                if scores._base is not None:  # a view of model state: never write into it
+                    scores = scores.clone()
+                if torch.isnan(scores).any():
+                    raise FloatingPointError(f"{type(self).__name__}.score returned NaN scores")
                 if exclude_seen:
                     seen = X[start:stop].tocoo()
                     flat = torch.from_numpy(seen.row.astype(np.int64) * self.n_items_ + seen.col)
@@ -284,14 +289,25 @@ def _ids_from_payload(ids) -> pd.Index:
 
 
 def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk`` with a deterministic order among equal scores inside the result:
-    ascending item index. (Which of several tied items cross the k-th cut is topk's.)
+    """Top-``k`` per row, equal scores in ascending item index, also across the k-th cut.
+
+    ``torch.topk`` finds the k best; where more items tie with the k-th score than fit,
+    those rows are redone exactly (all items above the tie value, then the lowest-index
+    tied ones), and within each list equal scores are put in index order.
     """
     top_scores, top_idx = torch.topk(scores, k, dim=1)  # (b, k), sorted descending
-    if not (top_scores[:, 1:] == top_scores[:, :-1]).any():
-        return top_scores, top_idx  # no ties: nothing to reorder
-    # sort by index first, then stable sort by score descending -> ties in index order
-    by_idx = torch.argsort(top_idx, dim=1)
+    kth = top_scores[:, -1:]  # (b, 1)
+    straddle = (scores == kth).sum(dim=1) > (top_scores == kth).sum(dim=1)  # (b,)
+    if straddle.any():
+        sub, cut = scores[straddle], kth[straddle]  # (s, n_items), (s, 1)
+        above, tied = sub > cut, sub == cut
+        need = k - above.sum(dim=1, keepdim=True)  # (s, 1) tied items that fit
+        take = above | (tied & (tied.cumsum(dim=1) <= need))  # exactly k per row
+        idx = take.nonzero()[:, 1].view(-1, k)  # (s, k) ascending item index
+        top_idx[straddle], top_scores[straddle] = idx, sub.gather(1, idx)
+    elif not (top_scores[:, 1:] == top_scores[:, :-1]).any():
+        return top_scores, top_idx  # no ties at all: nothing to reorder
+    by_idx = torch.argsort(top_idx, dim=1)  # index order first, then a stable sort by score
     top_scores, top_idx = top_scores.gather(1, by_idx), top_idx.gather(1, by_idx)
     order = torch.sort(top_scores, dim=1, descending=True, stable=True).indices
     return top_scores.gather(1, order), top_idx.gather(1, order)

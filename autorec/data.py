@@ -62,6 +62,7 @@ class RatingMatrix:
             raise TypeError(f"X must be a scipy sparse matrix, got {type(X).__name__}")
         X = sp.csr_matrix(X, dtype=np.float32)
         if not X.has_canonical_format:
+            X = X.copy()  # canonicalise our own copy, never the caller's arrays
             if self.timestamps is not None:
                 raise ValueError("timestamps need X in canonical CSR format")
             X.sum_duplicates()

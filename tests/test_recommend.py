@@ -1,0 +1,94 @@
+"""The one ``recommend`` of BaseRecommender: ties, padding, exclusion, guards."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from autorec.base import BaseRecommender, _topk_lowest_index_first
+from autorec.data import RatingMatrix
+
+
+class FixedScores(BaseRecommender):
+    """Returns a fixed score matrix (rows by user_idx)."""
+
+    def __init__(self, scores=None, view=False):
+        self.scores = scores
+        self.view = view
+
+    def fit(self, train, valid=None):
+        self._init_fit(train)
+        return self
+
+    def score(self, users, X):
+        users, X = self._check_users_X(users, X)
+        table = torch.as_tensor(self.scores, dtype=torch.float32)
+        if self.view:  # a view of model state, as a careless model might return
+            return table.expand(len(users), -1)
+        return table[torch.from_numpy(np.maximum(users, 0))].clone()
+
+
+def _fitted(scores, **kw):
+    n_users, n_items = np.asarray(scores).shape
+    R = RatingMatrix.from_arrays(np.arange(n_users), np.zeros(n_users, int), shape=(n_users, n_items))
+    return FixedScores(scores, **kw).fit(R)
+
+
+def test_ties_across_the_cut_take_the_lowest_indices():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (16, 300), generator=g).float()  # many ties
+    for k in (1, 7, 50, 299):
+        top_scores, top_idx = _topk_lowest_index_first(scores.clone(), k)
+        ref = np.stack([np.lexsort((np.arange(300), -row))[:k] for row in scores.numpy()])
+        assert np.array_equal(top_idx.numpy(), ref)
+        assert torch.equal(top_scores, scores.gather(1, top_idx))
+
+
+def test_padding_exclusion_and_order():
+    model = _fitted([[0.1, 0.9, 0.5, 0.5]])
+    X = sp.csr_matrix(np.array([[0, 1, 0, 1]], dtype=np.float32))
+    ids, scores = model.recommend([0], X, k=4)
+    assert ids.tolist() == [[2, 0, -1, -1]]
+    assert scores[0, 0] == pytest.approx(0.5) and np.isneginf(scores[0, 2:]).all()
+    ids, _ = model.recommend([0], X, k=4, exclude_seen=False)
+    assert ids.tolist() == [[1, 2, 3, 0]]
+
+
+def test_score_views_are_not_written_into():
+    state = torch.tensor([[1.0, 2.0, 3.0]])
+    model = _fitted(state.numpy())
+    model.scores = state
+    model.view = True
+    X = sp.csr_matrix(np.array([[0, 0, 1]], dtype=np.float32))
+    ids, _ = model.recommend([0], X, k=2)
+    assert ids.tolist() == [[1, 0]]
+    assert torch.equal(state, torch.tensor([[1.0, 2.0, 3.0]]))
+
+
+def test_nan_scores_raise():
+    model = _fitted([[0.1, np.nan, 0.3]])
+    with pytest.raises(FloatingPointError, match="NaN"):
+        model.recommend([0], sp.csr_matrix((1, 3), dtype=np.float32), k=2)
+
+
+def test_bad_users_and_shapes_raise():
+    model = _fitted([[0.1, 0.2, 0.3]])
+    empty = sp.csr_matrix((1, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="out of range"):
+        model.recommend([-2], empty, k=1)
+    with pytest.raises(ValueError, match="out of range"):
+        model.recommend([5], empty, k=1)
+    with pytest.raises(ValueError, match="expected"):
+        model.recommend([0], sp.csr_matrix((1, 4), dtype=np.float32), k=1)
+    with pytest.raises(ValueError, match="k must be"):
+        model.recommend([0], empty, k=0)
+
+
+def test_ratingmatrix_does_not_mutate_callers_matrix():
+    X = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1]), np.array([0, 2, 3])), shape=(2, 2))
+    before = X.indptr.copy(), X.indices.copy(), X.data.copy()
+    R = RatingMatrix(X, [0, 1], [0, 1])
+    assert R.nnz == 2
+    for a, b in zip(before, (X.indptr, X.indices, X.data)):
+        assert np.array_equal(a, b)

@@ -21,6 +21,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from ._arrays import has_duplicates
 from ._ranking import (
     PER_USER, RankedLists, average_precision_at_k, coverage, hit_rate_at_k, mrr_at_k,
     ndcg_at_k, precision_at_k, recall_at_k,
@@ -369,7 +370,7 @@ def _check_users(users, n_users: int) -> np.ndarray:
     users = users.astype(np.int64)
     if users.size and (users.min() < 0 or users.max() >= n_users):
         raise ValueError(f"users must be positions in [0, {n_users - 1}]")
-    if len(np.unique(users)) != len(users):
+    if has_duplicates(users):
         raise ValueError("users repeats a user_idx")
     return users
 

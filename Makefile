@@ -4,6 +4,10 @@
 # Both create .venv and install the pinned dependencies first.
 PY ?= python3
 VENV := .venv
+# MovieLens archives: AUTOREC_DATA if set, else ../shared/datasets when present (this
+# project's CI layout); without either, the library uses its cache or downloads.
+AUTOREC_DATA ?= $(abspath $(wildcard ../shared/datasets))
+export AUTOREC_DATA
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

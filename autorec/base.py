@@ -291,23 +291,27 @@ def _ids_from_payload(ids) -> pd.Index:
 def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` per row, equal scores in ascending item index, also across the k-th cut.
 
-    ``torch.topk`` finds the k best; where more items tie with the k-th score than fit,
-    those rows are redone exactly (all items above the tie value, then the lowest-index
-    tied ones), and within each list equal scores are put in index order.
+    ``torch.topk(k + 1)`` shows where a tie straddles the cut (the k-th and (k+1)-th scores
+    are equal); only those rows are redone exactly (every item above the tie value, then the
+    lowest-index tied ones), and only rows with ties inside the list are reordered.
     """
-    top_scores, top_idx = torch.topk(scores, k, dim=1)  # (b, k), sorted descending
-    kth = top_scores[:, -1:]  # (b, 1)
-    straddle = (scores == kth).sum(dim=1) > (top_scores == kth).sum(dim=1)  # (b,)
-    if straddle.any():
-        sub, cut = scores[straddle], kth[straddle]  # (s, n_items), (s, 1)
+    n_items = scores.shape[1]
+    top_scores, top_idx = torch.topk(scores, min(k + 1, n_items), dim=1)  # (b, k[+1]), descending
+    straddle = top_scores[:, k] == top_scores[:, k - 1] if k < n_items else None  # (b,)
+    top_scores, top_idx = top_scores[:, :k].contiguous(), top_idx[:, :k].contiguous()
+    if straddle is not None and straddle.any():
+        sub = scores[straddle]  # (s, n_items)
+        cut = top_scores[straddle][:, -1:]  # (s, 1)
         above, tied = sub > cut, sub == cut
         need = k - above.sum(dim=1, keepdim=True)  # (s, 1) tied items that fit
         take = above | (tied & (tied.cumsum(dim=1) <= need))  # exactly k per row
         idx = take.nonzero()[:, 1].view(-1, k)  # (s, k) ascending item index
         top_idx[straddle], top_scores[straddle] = idx, sub.gather(1, idx)
-    elif not (top_scores[:, 1:] == top_scores[:, :-1]).any():
-        return top_scores, top_idx  # no ties at all: nothing to reorder
-    by_idx = torch.argsort(top_idx, dim=1)  # index order first, then a stable sort by score
-    top_scores, top_idx = top_scores.gather(1, by_idx), top_idx.gather(1, by_idx)
-    order = torch.sort(top_scores, dim=1, descending=True, stable=True).indices
-    return top_scores.gather(1, order), top_idx.gather(1, order)
+    ties = (top_scores[:, 1:] == top_scores[:, :-1]).any(dim=1)  # (b,)
+    if ties.any():  # index order first, then a stable sort by score: ties in index order
+        s, i = top_scores[ties], top_idx[ties]
+        by_idx = torch.argsort(i, dim=1)
+        s, i = s.gather(1, by_idx), i.gather(1, by_idx)
+        order = torch.sort(s, dim=1, descending=True, stable=True).indices
+        top_scores[ties], top_idx[ties] = s.gather(1, order), i.gather(1, order)
+    return top_scores, top_idx

@@ -195,6 +195,16 @@ def environment(command: str) -> str:
             f"{cpu}, {os.cpu_count()} cores, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
 
 
+def _merge(path: Path, new: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows of earlier runs in ``path`` with those of this run replacing the same keys; written."""
+    if path.exists():
+        old = pd.read_csv(path)
+        replaced = old.set_index(keys).index.isin(new.set_index(keys).index)
+        new = pd.concat([old[~replaced], new], ignore_index=True)
+    _write(path, new.to_csv(index=False))
+    return new
+
+
 def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -229,17 +239,16 @@ def main(argv=None) -> int:
                 topk_rows += run_topk(dataset, R, protocol, quick, log,
                                       args.models.split(",") if args.models else None)
     header = environment(command)
+    keys = ["dataset", "protocol", "model", "seed"]
     if rating_rows:
-        runs = pd.DataFrame(rating_rows)
-        _write(out / f"{tag}rating_runs.csv", runs.to_csv(index=False))
+        runs = _merge(out / f"{tag}rating_runs.csv", pd.DataFrame(rating_rows), keys)
         _write(out / f"{tag}rating.md", "# Rating prediction (AutoRec protocol)\n\n" + header + "\n"
                + rating_table(runs) + "\n")
         print(rating_table(runs))
     if topk_rows:
-        runs = pd.DataFrame(topk_rows)
-        _write(out / f"{tag}topk_runs.csv", runs.to_csv(index=False))
+        runs = _merge(out / f"{tag}topk_runs.csv", pd.DataFrame(topk_rows), keys)
         _write(out / f"{tag}topk.md", "# Top-k recommendation\n\n" + header + "\n" + topk_table(runs) + "\n")
         print(topk_table(runs))
     if _HISTORIES:
-        _write(out / f"{tag}histories.csv", pd.DataFrame(_HISTORIES).to_csv(index=False))
+        _merge(out / f"{tag}histories.csv", pd.DataFrame(_HISTORIES), keys)
     return 0

@@ -1,10 +1,366 @@
-"""PLACEHOLDER: being written."""
-from ..base import BaseRecommender
+"""I-AutoRec and U-AutoRec (Sedhain, Menon, Sanner, Xie, "AutoRec: Autoencoders Meet
+Collaborative Filtering", WWW 2015).
+
+One network reconstructs a partially observed rating vector ``r`` (an item's ratings over
+users for I-AutoRec, a user's ratings over items for U-AutoRec)::
+
+    h(r) = f(W g(V r + mu) + b)          g = sigmoid, f = identity by default
+
+trained on the observed entries only (paper eq. 2)::
+
+    min  sum_rows ||r - h(r)||^2_O  +  lambda/2 (||W||_F^2 + ||V||_F^2)
+
+where ``||.||_O`` sums over observed ratings. With minibatches of ``B`` of the ``n_rows``
+rows the regulariser is scaled by ``B / n_rows``, so one epoch sums to the paper's
+objective. The optimiser is Adam (the paper used L-BFGS / Rprop); the defaults were tuned
+on a validation split of ML-1M, see ``benchmarks/results/autorec_tuning.md``.
+
+Training cost scales with the number of observed ratings (``route="sparse"``): the
+encoder and every backward product run through sparse kernels and the decoder is evaluated
+at the observed entries only (:mod:`autorec.models._sparse_ops`). ``route="dense"`` is the
+plain dense masked version, kept as the reference the tests compare against.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..base import NotFittedForUser
+from ..data import RatingMatrix
+from ..losses import l2_penalty, masked_sse, observed_sse
+from ._sparse_ops import Pattern, pair_dots, sddmm, spmm
+from .torch_model import TorchRecommender, csr_from_state, csr_to_state
+
+__all__ = ["IAutoRec", "UAutoRec", "AutoRecNet", "ROUTES", "resolve_route"]
+
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "identity": lambda x: x,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "elu": F.elu,
+}
+#: training routes: "sparse" (sparse products, decoder by SDDMM at the observed entries),
+#: "sparse-mm" (the same, but the decoder's forward as a dense product then a gather),
+#: "dense" (the dense masked reference), "auto" (see :func:`resolve_route`)
+ROUTES = ("auto", "sparse", "sparse-mm", "dense")
+#: "auto" uses the SDDMM below this share of observed cells; above it the dense product
+#: then a gather is faster (measured break-even 0.2-0.3 at hidden 100-500 on CPU)
+SDDMM_MAX_DENSITY = 0.2
+_ENCODE_CHUNK = 4096  # rows encoded at once when caching codes
 
 
-class IAutoRec(BaseRecommender):
-    pass
+def resolve_route(route: str, density: float) -> str:
+    """The training route that ``route`` stands for at this density of observed cells.
+
+    ``"auto"``: ``"sparse"`` when ``density < SDDMM_MAX_DENSITY`` (every MovieLens set:
+    ML-1M 4.5%, ML-10M 1.3%), else ``"sparse-mm"``. The sparse encoder and backward beat
+    their dense forms at any density a rating matrix has, so ``"dense"`` is never chosen.
+    """
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    if route != "auto":
+        return route
+    return "sparse" if density < SDDMM_MAX_DENSITY else "sparse-mm"
 
 
-class UAutoRec(BaseRecommender):
-    pass
+class AutoRecNet(nn.Module):
+    """The AutoRec autoencoder over rows of length ``n``.
+
+    Parameters are stored row-major for the sparse kernels: ``V`` (n, hidden) is the
+    encoder (``z = r @ V + mu``), ``W`` (n, hidden) the decoder (``out = h @ W.T + b``).
+    """
+
+    def __init__(self, n: int, hidden: int, activation: str = "sigmoid",
+                 output_activation: str = "identity", l2: float = 0.0, route: str = "sparse",
+                 init_bias: float = 0.0):
+        super().__init__()
+        self.g, self.f = ACTIVATIONS[activation], ACTIVATIONS[output_activation]
+        self.l2, self.route = float(l2), route
+        bound_v, bound_w = 1.0 / np.sqrt(n), 1.0 / np.sqrt(hidden)  # nn.Linear's init
+        self.V = nn.Parameter(torch.empty(n, hidden).uniform_(-bound_v, bound_v))
+        self.mu = nn.Parameter(torch.zeros(hidden))
+        self.W = nn.Parameter(torch.empty(n, hidden).uniform_(-bound_w, bound_w))
+        self.b = nn.Parameter(torch.full((n,), float(init_bias)))
+
+    # ---------------------------------------------------------------- pieces
+    def encode(self, X: sp.csr_matrix, device=None) -> torch.Tensor:
+        """Codes ``g(X V + mu)`` of sparse rows, shape (B, hidden); no gradient."""
+        p = Pattern(X, device or self.V.device)
+        with torch.no_grad():
+            return self.g(p.spmm(p.values, self.V.detach()).to(self.V.device) + self.mu)
+
+    def forward_dense(self, Xd: torch.Tensor) -> torch.Tensor:
+        """Dense reconstruction ``f(g(Xd V + mu) W^T + b)``, shape (B, n) (reference form)."""
+        return self.f(self.g(Xd @ self.V + self.mu) @ self.W.T + self.b)
+
+    def observed_outputs(self, p: Pattern, method: str = "sampled", sq_norms: bool = False):
+        """Outputs at the pattern's entries (column-major order), shape (nnz,).
+
+        With ``sq_norms`` also ``||W||^2 + ||V||^2``, whose gradient is folded into the
+        sparse products' weight gradients (see :class:`~autorec.models._sparse_ops.SpMM`).
+        """
+        if not sq_norms:
+            h = self.g(spmm(p, p.values, self.V) + self.mu)  # (B, hidden)
+            return self.f(sddmm(p, h, self.W, method) + self.b[p.cols])
+        z, v_sq = spmm(p, p.values, self.V, sq_norm=True)
+        out, w_sq = sddmm(p, self.g(z + self.mu), self.W, method, sq_norm=True)
+        return self.f(out + self.b[p.cols]), w_sq + v_sq
+
+    def penalty(self, n_batch_rows: int, n_rows: int) -> torch.Tensor:
+        """``lambda/2 (||W||^2 + ||V||^2)`` scaled by the batch's share of the rows."""
+        return self._l2_scale(n_batch_rows, n_rows) * l2_penalty(self.W, self.V)
+
+    def _l2_scale(self, n_batch_rows: int, n_rows: int) -> float:
+        return 0.5 * self.l2 * (n_batch_rows / max(n_rows, 1))
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, batch, step: int) -> torch.Tensor:
+        """Paper eq. 2 on one minibatch: observed SSE + the scaled L2 penalty."""
+        B = batch.X.shape[0]
+        if self.route == "dense":  # the reference: dense tensors, losses.masked_sse
+            Xd = batch.dense()  # (B, n)
+            mask = _observed_mask(batch.X).to(Xd.device)  # (B, n), 1 where observed
+            return masked_sse(self.forward_dense(Xd), Xd, mask) + self.penalty(B, batch.n_rows)
+        p = Pattern(batch.X, batch.device)
+        method = "mm" if self.route == "sparse-mm" else "sampled"
+        if self.l2 == 0:
+            return observed_sse(self.observed_outputs(p, method), p.values)
+        out, sq = self.observed_outputs(p, method, sq_norms=True)
+        return observed_sse(out, p.values) + self._l2_scale(B, batch.n_rows) * sq
+
+
+def _observed_mask(X: sp.csr_matrix) -> torch.Tensor:
+    """Dense 0/1 mask of the stored entries (stored zeros are observed too)."""
+    ones = sp.csr_matrix((np.ones(X.nnz, np.float32), X.indices, X.indptr), shape=X.shape)
+    return torch.from_numpy(ones.toarray())
+
+
+class _AutoRec(TorchRecommender):
+    """What I- and U-AutoRec share; ``_item_based`` says which side the rows are."""
+
+    predicts_ratings = True
+    _item_based: bool = False
+
+    def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
+                 epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
+                 route="auto", patience=None, valid_metric="auto", seed=0, device="auto",
+                 progress=True):
+        self.hidden = hidden
+        self.l2 = l2
+        self.activation = activation
+        self.output_activation = output_activation
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.default_rating = default_rating
+        self.route = route
+        self.patience = patience
+        self.valid_metric = valid_metric
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    # ------------------------------------------------------------- fitting
+    def _check_params(self) -> None:
+        for name in ("hidden", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("activation", "output_activation"):
+            if getattr(self, name) not in ACTIVATIONS:
+                raise ValueError(f"{name} must be one of {sorted(ACTIVATIONS)}, got {getattr(self, name)!r}")
+        if not self.l2 >= 0 or not self.weight_decay >= 0:
+            raise ValueError(f"l2 and weight_decay must be >= 0, got {self.l2!r}, {self.weight_decay!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, got {self.route!r}")
+
+    def _prepare(self, train: RatingMatrix) -> None:
+        self._check_params()
+        data = train.X.data
+        self.rating_range_ = (float(data.min()), float(data.max()))
+        self.rating_mean_ = float(data.mean())
+        self.known_items_ = np.bincount(train.X.indices, minlength=train.n_items) > 0  # (n_items,)
+        self.train_X_ = train.X
+        self._rows_cache = rows = self._rows_of(train.X)
+        self.route_ = resolve_route(self.route, rows.nnz / max(rows.shape[0] * rows.shape[1], 1))
+        self._on_weights_changed()
+
+    def _rows_of(self, X: sp.csr_matrix) -> sp.csr_matrix:
+        """The training examples: items x users for I-AutoRec, users x items for U-AutoRec."""
+        return X.T.tocsr() if self._item_based else X
+
+    def _training_rows(self, train: RatingMatrix) -> sp.csr_matrix:
+        return self._training_rows_
+
+    @property
+    def _training_rows_(self) -> sp.csr_matrix:
+        if getattr(self, "_rows_cache", None) is None:
+            self._rows_cache = self._rows_of(self.train_X_)
+        return self._rows_cache
+
+    def _build_network(self) -> AutoRecNet:
+        n = self.n_users_ if self._item_based else self.n_items_
+        return AutoRecNet(n, int(self.hidden), self.activation, self.output_activation, self.l2,
+                          self.route_, init_bias=self.rating_mean_)
+
+    def _on_weights_changed(self) -> None:
+        self._codes = None
+
+    def _codes_all(self) -> torch.Tensor:
+        """Codes of every training row (items for I-, users for U-AutoRec), cached."""
+        if self._codes is None:
+            net, rows = self.network_, self._training_rows_
+            self._codes = torch.cat([net.encode(rows[lo:lo + _ENCODE_CHUNK], self.device_)
+                                     for lo in range(0, rows.shape[0], _ENCODE_CHUNK)])
+        return self._codes
+
+    # ------------------------------------------------------------ predicting
+    def predict(self, user_idx, item_idx) -> np.ndarray:
+        """Predicted ratings for (user, item) position pairs, clipped to the training range.
+
+        Users or items without training ratings (or ``user_idx = -1``) get
+        ``default_rating``. Returns numpy float32 of the pairs' shape.
+        """
+        self._check_fitted()
+        u = np.asarray(user_idx, dtype=np.int64)
+        i = np.asarray(item_idx, dtype=np.int64)
+        if u.shape != i.shape:
+            raise ValueError(f"user_idx has shape {u.shape} but item_idx has shape {i.shape}")
+        shape, u, i = u.shape, u.reshape(-1), i.reshape(-1)
+        if len(u) and (u.min() < -1 or u.max() >= self.n_users_ or i.min() < 0 or i.max() >= self.n_items_):
+            raise ValueError(f"positions out of range (n_users={self.n_users_}, n_items={self.n_items_})")
+        out = np.full(len(u), self.default_rating, dtype=np.float32)
+        ok = (u >= 0) & self.known_users_[np.maximum(u, 0)] & self.known_items_[i]  # (n,)
+        if ok.any():
+            net, codes = self.network_, self._codes_all()
+            rows, cols = (i[ok], u[ok]) if self._item_based else (u[ok], i[ok])
+            with torch.no_grad():
+                dots = pair_dots(codes, net.W.detach(), rows, cols)
+                vals = net.f(dots + net.b.detach()[torch.from_numpy(cols).to(dots.device)])
+            out[ok] = vals.float().cpu().numpy()
+        np.clip(out, *self.rating_range_, out=out)
+        return out.reshape(shape)
+
+    def _finish_scores(self, S: torch.Tensor) -> torch.Tensor:
+        """Items never rated in training score ``default_rating`` (as in ``predict``)."""
+        unknown = torch.from_numpy(~self.known_items_).to(S.device)
+        if unknown.any():
+            S[:, unknown] = float(self.default_rating)
+        return S.float()
+
+    # ---------------------------------------------------------------- saving
+    def _extra_state(self) -> dict:
+        return {
+            "rating_range": list(self.rating_range_),
+            "rating_mean": self.rating_mean_,
+            "known_items": torch.from_numpy(self.known_items_.copy()),
+            "train_X": csr_to_state(self.train_X_),
+            "route": self.route_,
+        }
+
+    def _set_extra_state(self, state: dict) -> None:
+        self.rating_range_ = tuple(float(x) for x in state["rating_range"])
+        self.rating_mean_ = float(state["rating_mean"])
+        self.known_items_ = state["known_items"].numpy().astype(bool)
+        self.train_X_ = csr_from_state(state["train_X"])
+        self.route_ = state["route"]
+        self._rows_cache = None
+        self._codes = None
+
+
+class IAutoRec(_AutoRec):
+    """Item-based AutoRec: each item's vector of ratings over users is reconstructed.
+
+    The paper's best model (ML-1M RMSE 0.831). Training rows are items; a prediction for
+    (u, i) is output ``u`` of item ``i``'s reconstruction. It has no parameters for users
+    unseen in training (``folds_in = False``): :meth:`score` raises
+    :class:`~autorec.base.NotFittedForUser` for them and :meth:`predict` returns
+    ``default_rating``.
+
+    Parameters
+    ----------
+    hidden : int
+        Code size k (paper: 500).
+    l2 : float
+        lambda of the paper's ``lambda/2 (||W||^2 + ||V||^2)`` (per epoch; per batch it is
+        scaled by the batch's share of the rows).
+    activation, output_activation : {"sigmoid", "identity", "relu", "tanh", "elu"}
+        g and f (paper: sigmoid, identity).
+    epochs, batch_size, lr, weight_decay : Adam training (batch_size counts items).
+    default_rating : float
+        Prediction for users or items without training ratings (paper: 3).
+    route : {"auto", "sparse", "sparse-mm", "dense"}
+        How the loss is computed; all give the same loss and gradients. See
+        :func:`resolve_route`.
+    patience, valid_metric : early stopping on ``fit(train, valid)`` (RMSE by default).
+    seed, device, progress : initialisation / shuffling seed, "auto"/"cpu"/"cuda", bar.
+    """
+
+    folds_in = False
+    _item_based = True
+
+    def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
+                 epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
+                 route="auto", patience=None, valid_metric="auto", seed=0, device="auto",
+                 progress=True):
+        super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
+                         weight_decay, default_rating, route, patience, valid_metric, seed,
+                         device, progress)
+
+    def score(self, users, X) -> torch.Tensor:
+        """Reconstructed ratings of all items for known users, (B, n_items) float32.
+
+        ``X`` is not used: I-AutoRec encodes items, not users. Raises
+        :class:`~autorec.base.NotFittedForUser` for users unseen in training.
+        """
+        users, X = self._check_users_X(users, X)
+        new = self._is_new(users)
+        if new.any():
+            raise NotFittedForUser(
+                f"IAutoRec cannot score {int(new.sum())} user(s) without training ratings "
+                f"(first at batch position {int(np.flatnonzero(new)[0])}): item-based AutoRec "
+                "has no parameters for them. Retrain with their ratings, or use UAutoRec, "
+                "which folds new users in from their history rows."
+            )
+        net, codes = self.network_, self._codes_all()
+        u = torch.from_numpy(users).to(self.device_)
+        with torch.no_grad():
+            S = net.f(torch.addmm(net.b[u].unsqueeze(1), net.W[u], codes.T))  # (B, n_items)
+        return self._finish_scores(S)
+
+
+class UAutoRec(_AutoRec):
+    """User-based AutoRec: each user's vector of ratings over items is reconstructed.
+
+    Paper ML-1M RMSE 0.874. Folds in users unseen in training from their history rows
+    (``score(users, X)`` encodes ``X``); :meth:`predict` encodes the training rows of known
+    users and gives ``default_rating`` to users or items without training ratings.
+    Parameters as :class:`IAutoRec` (``batch_size`` counts users).
+    """
+
+    folds_in = True
+    _item_based = False
+
+    def __init__(self, hidden=500, l2=500.0, activation="sigmoid", output_activation="identity",
+                 epochs=50, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
+                 route="auto", patience=None, valid_metric="auto", seed=0, device="auto",
+                 progress=True):
+        super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
+                         weight_decay, default_rating, route, patience, valid_metric, seed,
+                         device, progress)
+
+    def score(self, users, X) -> torch.Tensor:
+        """Reconstruction of the history rows ``X``, (B, n_items) float32 (folds users in)."""
+        users, X = self._check_users_X(users, X)
+        net = self.network_
+        with torch.no_grad():
+            h = net.encode(X, self.device_)  # (B, hidden)
+            S = net.f(torch.addmm(net.b, h, net.W.T))  # (B, n_items)
+        return self._finish_scores(S)

@@ -308,6 +308,8 @@ def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor
         idx = take.nonzero()[:, 1].view(-1, k)  # (s, k) ascending item index
         top_idx[straddle], top_scores[straddle] = idx, sub.gather(1, idx)
     ties = (top_scores[:, 1:] == top_scores[:, :-1]).any(dim=1)  # (b,)
+    if straddle is not None:
+        ties |= straddle  # rebuilt rows are in index order: sort them by score too
     if ties.any():  # index order first, then a stable sort by score: ties in index order
         s, i = top_scores[ties], top_idx[ties]
         by_idx = torch.argsort(i, dim=1)

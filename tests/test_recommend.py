@@ -92,3 +92,9 @@ def test_ratingmatrix_does_not_mutate_callers_matrix():
     assert R.nnz == 2
     for a, b in zip(before, (X.indptr, X.indices, X.data)):
         assert np.array_equal(a, b)
+
+
+def test_rows_rebuilt_at_a_straddling_tie_are_sorted_by_score():
+    scores = torch.tensor([[1.0, 5.0, 1.0, 0.0]])  # tie of 1.0 straddles k=2
+    top_scores, top_idx = _topk_lowest_index_first(scores.clone(), 2)
+    assert top_idx.tolist() == [[1, 0]] and top_scores.tolist() == [[5.0, 1.0]]

@@ -199,8 +199,11 @@ def test_generated_layouts_load_exactly(tmp_path, name):
     assert len(R.item_info) == R.n_items  # unrated movies of the movies file left out
 
 
-def test_committed_fixtures_load():
-    folder = Path(make_fixtures.HERE) / "movielens"
+def test_fixture_archives_load(tmp_path):
+    folder = tmp_path  # generated as `python datasets/fixtures/make_fixtures.py` writes them
+    for number, name in enumerate(make_fixtures.LAYOUTS):
+        make_fixtures.write_archive(folder / f"{name}.zip", name, n_ratings=300, n_users=20,
+                                    n_items=40, seed=number)
     for name in DATASETS:
         R = load_movielens(name, folder, download=False, verify=False, cache=False)
         assert (R.nnz, R.n_users, R.n_items) == (300, 20, 40)

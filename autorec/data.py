@@ -1,9 +1,7 @@
 """RatingMatrix: the one data type of autorec (its readers are in ``_readers``).
 
-A :class:`RatingMatrix` is a users x items ``scipy.sparse.csr_matrix`` (float32, rows
-are ALWAYS users, canonical: sorted indices, no duplicates) plus the raw ids of its rows
-(``users``) and columns (``items``) as :class:`pandas.Index`. Optional per-rating
-timestamps are stored aligned with ``X.data``.
+A users x items float32 CSR matrix (rows ALWAYS users, canonical) plus the raw ids of its
+rows and columns as :class:`pandas.Index`; optional timestamps aligned with ``X.data``.
 
 Naming: ``user_idx``/``item_idx`` are positions (0..n-1); ``user_id``/``item_id`` are raw
 ids, which appear only at the boundary (readers, ``to_frame``, export, CLI).

@@ -104,6 +104,20 @@ def _loss_and_grads(net, batch):
     return loss.detach(), {k: v.grad.clone() for k, v in net.named_parameters()}
 
 
+def test_sparse_dense_matmul_matches_dense_and_gradcheck():
+    """The first layer of CDAE / Mult-DAE / Mult-VAE: X @ W without densifying X."""
+    from autorec.models._sparse_ops import sparse_dense_matmul
+
+    rng = np.random.default_rng(2)
+    X = sp.random(8, 11, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    X = sp.csr_matrix(X.multiply(np.arange(8)[:, None] != 3))  # row 3 empty
+    W = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(sparse_dense_matmul(X, W.t()), torch.from_numpy(X.toarray()).double() @ W.t())
+    assert torch.autograd.gradcheck(lambda w: sparse_dense_matmul(X, w.t()), (W,))
+    empty = sp.csr_matrix((2, 11), dtype=np.float32)
+    assert sparse_dense_matmul(empty, W.t()).shape == (2, 5)
+
+
 @pytest.mark.parametrize("cls", MODELS)
 def test_sparse_routes_equal_dense_loss_and_grads(cls, data):
     model = fitted(cls, data)

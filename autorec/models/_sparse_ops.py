@@ -36,7 +36,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Pattern", "SpMM", "SDDMM", "spmm", "sddmm", "pair_dots", "SDDMM_METHODS", "BACKENDS"]
+__all__ = ["Pattern", "SpMM", "SDDMM", "spmm", "sddmm", "pair_dots", "sparse_dense_matmul",
+           "SDDMM_METHODS", "BACKENDS"]
 
 #: ways to compute the SDDMM forward: "sampled" (one dot per observed entry) or "mm" (the
 #: dense product ``A @ D.T`` then a gather: O(B N k) work, kept for dense batches)
@@ -238,6 +239,23 @@ def spmm(pattern: Pattern, vals: torch.Tensor, D: torch.Tensor, sq_norm: bool = 
 def sddmm(pattern: Pattern, A: torch.Tensor, D: torch.Tensor, method: str = "sampled", sq_norm: bool = False):
     """Differentiable sampled product (and ``||D||^2``); see :class:`SDDMM`."""
     return SDDMM.apply(A, D, pattern, method, sq_norm)
+
+
+def sparse_dense_matmul(X: sp.csr_matrix, W: torch.Tensor) -> torch.Tensor:
+    """``X @ W`` for a scipy CSR batch ``X`` (B, N) and a dense weight ``W`` (N, d); (B, d).
+
+    Differentiable in ``W`` (autograd's own backward of ``embedding_bag``: a scatter of the
+    B x d output gradient into the rows of ``W`` that the batch touches). The first layer of
+    CDAE and Mult-DAE/VAE: O(nnz d) instead of the O(B N d) of densifying the batch.
+    """
+    B = X.shape[0]
+    if X.nnz == 0:
+        return W.new_zeros(B, W.shape[1]) + 0.0 * W.sum()  # keeps the graph to W
+    dev = W.device
+    cols = torch.from_numpy(X.indices.astype(np.int64)).to(dev)  # (nnz,)
+    offsets = torch.from_numpy(X.indptr[:-1].astype(np.int64)).to(dev)  # (B,)
+    vals = torch.from_numpy(np.asarray(X.data, dtype=np.float32)).to(dev, W.dtype)  # (nnz,)
+    return F.embedding_bag(cols, W, offsets, mode="sum", per_sample_weights=vals)  # (B, d)
 
 
 def pair_dots(A: torch.Tensor, D: torch.Tensor, ia: np.ndarray, id_: np.ndarray,

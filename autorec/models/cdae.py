@@ -15,7 +15,7 @@ from torch import nn
 
 from ..losses import binary_cross_entropy, l2_penalty, masked_sse
 from ..train import Batch
-from .mult import sparse_dense_matmul
+from ._sparse_ops import sparse_dense_matmul
 from .torch_model import TorchRecommender
 
 __all__ = ["CDAE"]

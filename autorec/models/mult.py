@@ -17,11 +17,7 @@ from torch import nn
 
 from ..losses import gaussian_kl, kl_anneal, l2_penalty, multinomial_nll
 from ..train import Batch
-try:  # TEMPORARY until _sparse_ops lands
-    from ._sparse_ops import sparse_dense_matmul
-except ImportError:
-    def sparse_dense_matmul(X, W):
-        return torch.from_numpy(X.toarray()).to(W.device) @ W
+from ._sparse_ops import sparse_dense_matmul
 from .torch_model import TorchRecommender
 
 __all__ = ["MultDAE", "MultVAE"]

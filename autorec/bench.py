@@ -83,7 +83,7 @@ def _fit(model, train, valid):
     return time.perf_counter() - start
 
 
-def run_rating(dataset: str, R, seeds, quick: bool, log) -> list[dict]:
+def run_rating(dataset: str, R, seeds, quick: bool, log, models=None) -> list[dict]:
     """AutoRec protocol on ``R`` for every rating model and seed; one row per run.
 
     The defaults of each model were chosen on a validation carve of ML-1M's training part
@@ -93,11 +93,12 @@ def run_rating(dataset: str, R, seeds, quick: bool, log) -> list[dict]:
     the first seed also trains every model on the 81% carve, recording the validation RMSE
     of each epoch (protocol ``autorec-valid`` in histories.csv); those fits are not scored.
     """
+    chosen = {label: spec for label, spec in RATING_MODELS.items() if not models or label in models}
     rows = []
     for seed in seeds:
         if seed == seeds[0]:
             carve = autorec_protocol(R, valid_size=0.1, seed=seed)
-            for label, (name, params) in RATING_MODELS.items():
+            for label, (name, params) in chosen.items():
                 model = _make(name, params, seed, quick)
                 seconds = _fit(model, carve.train, carve.valid)
                 log(f"{dataset} seed {seed} {label}: validation curve, best valid RMSE "
@@ -105,7 +106,7 @@ def run_rating(dataset: str, R, seeds, quick: bool, log) -> list[dict]:
                 _history_rows(model, {"dataset": dataset, "protocol": "autorec-valid",
                                       "model": label, "seed": seed}, log)
         proto = autorec_protocol(R, valid_size=0.0, seed=seed)
-        for label, (name, params) in RATING_MODELS.items():
+        for label, (name, params) in chosen.items():
             model = _make(name, params, seed, quick)
             seconds = _fit(model, proto.train, None)
             row = {"suite": "rating", "dataset": dataset, "protocol": "autorec", "model": label,
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default=None, help="comma-separated (default: ml-1m; ml-100k with --quick)")
     p.add_argument("--seeds", type=int, default=5, help="seeds of the rating suite (default 5)")
     p.add_argument("--protocols", default="strong,per-user", help="top-k protocols")
-    p.add_argument("--models", default=None, help="comma-separated top-k model labels (default: all)")
+    p.add_argument("--models", default=None, help="comma-separated model labels of either suite (default: all)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--quick", action="store_true", help="ML-100K, 1 seed, 15 epochs, no grid: a few minutes")
@@ -245,15 +246,15 @@ def main(argv=None) -> int:
     tag = "quick-" if quick else ""
     command = "autorec benchmark " + " ".join(argv if argv is not None else sys.argv[2:])
     log = lambda msg: print(msg, flush=True)  # noqa: E731
+    models = args.models.split(",") if args.models else None
     rating_rows, topk_rows = [], []
     for dataset in datasets:
         R = load_movielens(dataset, args.data_dir)
         if args.suite in ("rating", "all"):
-            rating_rows += run_rating(dataset, R, seeds, quick, log)
+            rating_rows += run_rating(dataset, R, seeds, quick, log, models)
         if args.suite in ("topk", "all"):
             for protocol in args.protocols.split(","):
-                topk_rows += run_topk(dataset, R, protocol, quick, log,
-                                      args.models.split(",") if args.models else None)
+                topk_rows += run_topk(dataset, R, protocol, quick, log, models)
     header = environment(command)
     keys = ["dataset", "protocol", "model", "seed"]
     if rating_rows:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy
 import scipy.sparse as sp
 import torch
@@ -39,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import autorec  # noqa: E402
 from autorec import protocols  # noqa: E402
+from autorec._io import atomic_path  # noqa: E402
 from autorec.models.autorec import AutoRecNet  # noqa: E402
 from autorec.train import Batch, make_adam  # noqa: E402
 
@@ -223,6 +225,7 @@ def main(argv=None):
              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     flops_table = ["| data | model | route | matmul GFLOP/epoch | at measured peak, s | measured fwd+bwd s/epoch | "
                    "share of peak |", "|---|---|---|---:|---:|---:|---:|"]
+    csv_rows = []  # every measured route, for benchmarks/plots.py
     for data_name, model_name, rows, n_batches in cases:
         times, per_epoch = time_routes(rows, n_batches)
         n_timed = len(times["sparse"]["step"])
@@ -231,6 +234,9 @@ def main(argv=None):
                  for r in ROUTES}
         fl = flops_per_epoch(rows.shape[0], rows.shape[1], rows.nnz)
         for r in ROUTES:
+            csv_rows.append({"data": data_name, "model": model_name, "route": r, "batches_timed": n_timed,
+                             "batches_per_epoch": per_epoch, "s_per_epoch": epoch[r]["step"],
+                             "fwd_bwd_s_per_epoch": epoch[r]["fwd_bwd"], "matmul_gflop_per_epoch": fl[r] / 1e9})
             table.append(
                 f"| {data_name} | {model_name} | {rows.shape[0]:,} x {rows.shape[1]:,} | {rows.nnz:,} | "
                 f"{n_timed} / {per_epoch} | {r} | {med[r]['step']:.3f} | {epoch[r]['step']:.1f} | "
@@ -313,7 +319,10 @@ def main(argv=None):
     lines += [f"Total benchmark time: {time.perf_counter() - started:.0f} s; load average at end "
               f"{os.getloadavg()[0]:.1f}.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
+    with atomic_path(args.out) as tmp:
+        tmp.write_text("\n".join(lines))
+    with atomic_path(Path(args.out).with_suffix(".csv")) as tmp:
+        pd.DataFrame(csv_rows).to_csv(tmp, index=False)
     print("\n".join(lines[-12:]))
     print(f"wrote {args.out}")
 

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from . import metrics, protocols, split
 from .base import BaseRecommender, load
-from .baselines import ALS, BPR, EASE, Popularity
+from .baselines import ALS, BPR, EASE, LMF, Popularity
 from .models.mf import BiasedMF
 from .data import DataError, RatingMatrix
 from .export import export_topk
@@ -23,6 +23,6 @@ from .registry import MODELS, get_model
 
 __all__ = [
     "ALS", "BPR", "CDAE", "EASE", "MODELS", "BaseRecommender", "BiasedMF", "DataError",
-    "IAutoRec", "MultDAE", "MultVAE", "Popularity", "RatingMatrix", "UAutoRec",
+    "IAutoRec", "LMF", "MultDAE", "MultVAE", "Popularity", "RatingMatrix", "UAutoRec",
     "evaluate", "export_topk", "get_model", "load", "load_movielens", "metrics", "protocols", "split",
 ]

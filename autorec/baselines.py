@@ -1,11 +1,11 @@
-"""Baselines: Popularity, EASE, and the ALS / BPR wrappers over ``implicit``.
+"""Baselines: Popularity, EASE, and the ALS / BPR / LMF wrappers over ``implicit``.
 
 * :class:`Popularity` -- number of training ratings per item, the same for every user.
 * :class:`EASE` -- Steck (2019), "Embarrassingly Shallow Autoencoders for Sparse Data":
   a closed-form item-item model, so it scores any user from a history row.
-* :class:`ALS`, :class:`BPR` -- matrix factorization fitted by ``implicit`` (defined in
-  ``autorec/_implicit.py``, re-exported here); users unseen in training are folded in with
-  the item factors fixed.
+* :class:`ALS`, :class:`BPR`, :class:`LMF` -- matrix factorization fitted by ``implicit``
+  (defined in ``autorec/_implicit.py`` and ``autorec/_lmf.py``, re-exported here); users
+  unseen in training are folded in with the item factors fixed.
 
 ``BiasedMF`` (explicit ratings) lives in :mod:`autorec.models.mf`.
 """
@@ -16,10 +16,11 @@ import torch
 from scipy.linalg import lapack
 
 from ._implicit import ALS, BPR
+from ._lmf import LMF
 from .base import BaseRecommender
 from .data import RatingMatrix
 
-__all__ = ["ALS", "BPR", "EASE", "Popularity"]
+__all__ = ["ALS", "BPR", "EASE", "LMF", "Popularity"]
 
 
 class Popularity(BaseRecommender):

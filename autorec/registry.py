@@ -1,7 +1,7 @@
 """The one explicit registry of models: name -> class (no naming-convention magic)."""
 from __future__ import annotations
 
-from .baselines import ALS, BPR, EASE, Popularity
+from .baselines import ALS, BPR, EASE, LMF, Popularity
 from .models.mf import BiasedMF
 from .models.autorec import IAutoRec, UAutoRec
 from .models.cdae import CDAE
@@ -19,6 +19,7 @@ MODELS = {
     "ease": EASE,
     "als": ALS,
     "bpr": BPR,
+    "lmf": LMF,
     "pop": Popularity,
 }
 

@@ -27,6 +27,7 @@ FAST = {
     "ease": dict(l2=10.0),
     "als": dict(factors=8, iterations=10),
     "bpr": dict(factors=8, iterations=200, learning_rate=0.05),
+    "lmf": dict(factors=8, iterations=30),
     "pop": dict(),
 }
 

@@ -203,6 +203,34 @@ def test_learns_low_rank_better_than_global_mean(cls):
     assert got < 0.7 * baseline, (got, baseline)  # measured 0.46 (I) and 0.51 (U)
 
 
+# ------------------------------------------------------------ implicit mode
+def test_implicit_loss_is_dense_sse_over_every_cell(data):
+    """implicit=True: unobserved cells count as 0; same loss and gradients as the dense form."""
+    model = fitted(UAutoRec, data, implicit=True)
+    net = model.network_
+    rows = data.X[:20]
+    _, grads = _loss_and_grads(net, Batch(None, rows, data.n_users, torch.device("cpu"), torch.Generator()))
+    net.zero_grad()
+    Xd = torch.from_numpy(rows.toarray())  # (20, n_items), zeros where unobserved
+    ref = ((net.forward_dense(Xd) - Xd) ** 2).sum() + net.penalty(20, data.n_users)
+    ref.backward()
+    loss = net.loss(Batch(None, rows, data.n_users, torch.device("cpu"), torch.Generator()), 0)
+    torch.testing.assert_close(loss, ref)
+    for name, param in net.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_implicit_uautorec_ranks_held_out_clicks_above_popularity():
+    R = low_rank(n_users=200, n_items=80, density=0.3, seed=4)
+    liked = autorec.RatingMatrix.from_arrays(*sp.find(R.X >= 4)[:2], np.ones((R.X >= 4).nnz), shape=R.X.shape)
+    train, test = autorec.split.per_user(liked, test_size=0.2, seed=0)
+    model = UAutoRec(**dict(FAST, epochs=20, hidden=32, l2=1.0, implicit=True)).fit(train)
+    got = autorec.evaluate(model, train, test, metrics=("ndcg",), ks=(10,))["ndcg@10"]
+    pop = autorec.evaluate(autorec.Popularity().fit(train), train, test, metrics=("ndcg",), ks=(10,))["ndcg@10"]
+    assert got > 1.2 * pop, (got, pop)
+    assert model.predict([0], [0])[0] < 1.5  # not clipped to the all-ones "rating range", near 0..1
+
+
 # ----------------------------------------------------------- predict and score
 def _with_holes(data):
     """``data`` without any rating of user 0 and item 0."""

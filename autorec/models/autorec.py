@@ -78,10 +78,10 @@ class AutoRecNet(nn.Module):
 
     def __init__(self, n: int, hidden: int, activation: str = "sigmoid",
                  output_activation: str = "identity", l2: float = 0.0, route: str = "sparse",
-                 init_bias: float = 0.0):
+                 init_bias: float = 0.0, implicit: bool = False):
         super().__init__()
         self.g, self.f = ACTIVATIONS[activation], ACTIVATIONS[output_activation]
-        self.l2, self.route = float(l2), route
+        self.l2, self.route, self.implicit = float(l2), route, bool(implicit)
         self.kernels = "bag"  # Pattern backend of the sparse products ("scipy": comparison)
         bound_v, bound_w = 1.0 / np.sqrt(n), 1.0 / np.sqrt(hidden)  # nn.Linear's init
         self.V = nn.Parameter(torch.empty(n, hidden).uniform_(-bound_v, bound_v))
@@ -122,8 +122,17 @@ class AutoRecNet(nn.Module):
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch, step: int) -> torch.Tensor:
-        """Paper eq. 2 on one minibatch: observed SSE + the scaled L2 penalty."""
+        """Paper eq. 2 on one minibatch: observed SSE + the scaled L2 penalty.
+
+        With ``implicit`` the SSE runs over every cell, unobserved ones as 0 (the form
+        AutoRec takes as a ranker on implicit feedback): sparse encoder, dense decoder.
+        """
         B = batch.X.shape[0]
+        if self.implicit:
+            p = Pattern(batch.X, batch.device, self.kernels)
+            h = self.g(spmm(p, p.values, self.V) + self.mu)  # (B, hidden)
+            out = self.f(h @ self.W.T + self.b)  # (B, n)
+            return ((out - batch.dense().to(out.device)) ** 2).sum() + self.penalty(B, batch.n_rows)
         if self.route == "dense":  # the reference: dense tensors, losses.masked_sse
             Xd = batch.dense()  # (B, n)
             mask = _observed_mask(batch.X).to(Xd.device)  # (B, n), 1 where observed
@@ -150,8 +159,8 @@ class _AutoRec(TorchRecommender):
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 route="auto", patience=None, valid_metric="auto", seed=0, device="auto",
-                 progress=True):
+                 implicit=False, route="auto", patience=None, valid_metric="auto", seed=0,
+                 device="auto", progress=True):
         self.hidden = hidden
         self.l2 = l2
         self.activation = activation
@@ -161,6 +170,7 @@ class _AutoRec(TorchRecommender):
         self.lr = lr
         self.weight_decay = weight_decay
         self.default_rating = default_rating
+        self.implicit = implicit
         self.route = route
         self.patience = patience
         self.valid_metric = valid_metric
@@ -211,7 +221,8 @@ class _AutoRec(TorchRecommender):
     def _build_network(self) -> AutoRecNet:
         n = self.n_users_ if self._item_based else self.n_items_
         return AutoRecNet(n, int(self.hidden), self.activation, self.output_activation, self.l2,
-                          self.route_, init_bias=self.rating_mean_)
+                          self.route_, init_bias=0.0 if self.implicit else self.rating_mean_,
+                          implicit=self.implicit)
 
     def _on_weights_changed(self) -> None:
         self._codes = None
@@ -239,7 +250,7 @@ class _AutoRec(TorchRecommender):
         shape, u, i = u.shape, u.reshape(-1), i.reshape(-1)
         if len(u) and (u.min() < -1 or u.max() >= self.n_users_ or i.min() < 0 or i.max() >= self.n_items_):
             raise ValueError(f"positions out of range (n_users={self.n_users_}, n_items={self.n_items_})")
-        out = np.full(len(u), self.default_rating, dtype=np.float32)
+        out = np.full(len(u), self._default_score, dtype=np.float32)
         ok = (u >= 0) & self.known_users_[np.maximum(u, 0)] & self.known_items_[i]  # (n,)
         if ok.any():
             net, codes = self.network_, self._codes_all()
@@ -248,14 +259,20 @@ class _AutoRec(TorchRecommender):
                 dots = pair_dots(codes, net.W.detach(), rows, cols)
                 vals = net.f(dots + net.b.detach()[torch.from_numpy(cols).to(dots.device)])
             out[ok] = vals.float().cpu().numpy()
-        np.clip(out, *self.rating_range_, out=out)
+        if not self.implicit:
+            np.clip(out, *self.rating_range_, out=out)
         return out.reshape(shape)
+
+    @property
+    def _default_score(self) -> float:
+        """For users/items without training data: ``default_rating``, or 0 with ``implicit``."""
+        return 0.0 if self.implicit else float(self.default_rating)
 
     def _finish_scores(self, S: torch.Tensor) -> torch.Tensor:
         """Items never rated in training score ``default_rating`` (as in ``predict``)."""
         unknown = torch.from_numpy(~self.known_items_).to(S.device)
         if unknown.any():
-            S[:, unknown] = float(self.default_rating)
+            S[:, unknown] = self._default_score
         return S.float()
 
     # ---------------------------------------------------------------- saving
@@ -299,6 +316,10 @@ class IAutoRec(_AutoRec):
     epochs, batch_size, lr, weight_decay : Adam training (batch_size counts items).
     default_rating : float
         Prediction for users or items without training ratings (paper: 3).
+    implicit : bool
+        Rank on implicit feedback: the loss covers every cell, unobserved ones as 0 (dense
+        decoder, O(rows x n x hidden) per epoch), predictions are not clipped and unknown
+        users/items score 0. False (the paper): observed ratings only.
     route : {"auto", "sparse", "sparse-mm", "dense"}
         How the loss is computed; all give the same loss and gradients. ``"auto"``:
         ``"sparse"`` (cost O(nnz x hidden)) below 25% observed cells, else ``"dense"``
@@ -312,11 +333,11 @@ class IAutoRec(_AutoRec):
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 route="auto", patience=None, valid_metric="auto", seed=0, device="auto",
-                 progress=True):
+                 implicit=False, route="auto", patience=None, valid_metric="auto", seed=0,
+                 device="auto", progress=True):
         super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
-                         weight_decay, default_rating, route, patience, valid_metric, seed,
-                         device, progress)
+                         weight_decay, default_rating, implicit, route, patience, valid_metric,
+                         seed, device, progress)
 
     def score(self, users, X) -> torch.Tensor:
         """Reconstructed ratings of all items for known users, (B, n_items) float32.
@@ -354,11 +375,11 @@ class UAutoRec(_AutoRec):
 
     def __init__(self, hidden=500, l2=500.0, activation="sigmoid", output_activation="identity",
                  epochs=50, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 route="auto", patience=None, valid_metric="auto", seed=0, device="auto",
-                 progress=True):
+                 implicit=False, route="auto", patience=None, valid_metric="auto", seed=0,
+                 device="auto", progress=True):
         super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
-                         weight_decay, default_rating, route, patience, valid_metric, seed,
-                         device, progress)
+                         weight_decay, default_rating, implicit, route, patience, valid_metric,
+                         seed, device, progress)
 
     def score(self, users, X) -> torch.Tensor:
         """Reconstruction of the history rows ``X``, (B, n_items) float32 (folds users in)."""

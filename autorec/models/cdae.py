@@ -15,7 +15,7 @@ from torch import nn
 
 from ..losses import binary_cross_entropy, l2_penalty, masked_sse
 from ..train import Batch
-from ._sparse_ops import sparse_dense_matmul
+from ._sparse_ops import SparseLinear
 from .torch_model import TorchRecommender
 
 __all__ = ["CDAE"]
@@ -27,7 +27,7 @@ class _CDAENetwork(nn.Module):
     def __init__(self, n_users: int, n_items: int, hidden: int, corruption: float, activation: str,
                  loss: str, negative_samples: float | None, l2: float):
         super().__init__()
-        self.encoder = nn.Linear(n_items, hidden)
+        self.encoder = SparseLinear(n_items, hidden)  # weight (n_items, hidden)
         self.user_node = nn.Embedding(n_users, hidden)
         self.decoder = nn.Linear(hidden, n_items)
         for w in (self.encoder.weight, self.decoder.weight, self.user_node.weight):
@@ -40,7 +40,7 @@ class _CDAENetwork(nn.Module):
     def forward(self, X: sp.csr_matrix, users: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """Output pre-activations (logits for BCE, ratings for squared loss); (B, n_items)."""
         node = self.user_node(users.clamp(min=0)) * (~new).unsqueeze(1)  # (B, hidden), 0 for new users
-        z = self.activation(sparse_dense_matmul(X, self.encoder.weight.t()) + self.encoder.bias + node)
+        z = self.activation(self.encoder(X) + node)  # (B, hidden)
         return self.decoder(z)  # (B, n_items)
 
     def loss(self, batch: Batch, step: int) -> torch.Tensor:

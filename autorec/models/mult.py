@@ -17,7 +17,7 @@ from torch import nn
 
 from ..losses import gaussian_kl, kl_anneal, l2_penalty, multinomial_nll
 from ..train import Batch
-from ._sparse_ops import sparse_dense_matmul
+from ._sparse_ops import SparseLinear
 from .torch_model import TorchRecommender
 
 __all__ = ["MultDAE", "MultVAE"]
@@ -39,7 +39,9 @@ class _MultNetwork(nn.Module):
         *hidden, latent = dims
         enc = [n_items, *hidden, 2 * latent if variational else latent]
         dec = [latent, *reversed(hidden), n_items]
-        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(enc[:-1], enc[1:]))
+        # the first layer takes the sparse batch: SparseLinear, weight (n_items, d1)
+        self.encoder = nn.ModuleList([SparseLinear(enc[0], enc[1])]
+                                     + [nn.Linear(a, b) for a, b in zip(enc[1:-1], enc[2:])])
         self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dec[:-1], dec[1:]))
         for layer in [*self.encoder, *self.decoder]:
             nn.init.xavier_uniform_(layer.weight)
@@ -51,12 +53,11 @@ class _MultNetwork(nn.Module):
 
     def encode(self, X: sp.csr_matrix, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Normalised sparse rows -> (mu, logvar) or (code, None); shapes (B, latent)."""
-        first = self.encoder[0]
         X = _normalize_rows(X)
         if generator is not None and self.dropout_rate > 0:  # input dropout, drawn from the trainer
             keep = torch.rand(X.nnz, generator=generator).numpy() >= self.dropout_rate
             X = sp.csr_matrix((X.data * keep / (1 - self.dropout_rate), X.indices, X.indptr), shape=X.shape)
-        h = sparse_dense_matmul(X, first.weight.t()) + first.bias  # (B, d1)
+        h = self.encoder[0](X)  # (B, d1)
         for layer in self.encoder[1:]:
             h = layer(torch.tanh(h))  # (B, d_next)
         if not self.variational:

@@ -4,6 +4,11 @@
 
 trained on the observed ratings only with per-rating L2 (λ (||p_u||² + ||q_i||² + b_u² +
 b_i²)) by the shared Trainer, batching users. ``factors=0`` is the bias-only floor.
+
+The biases start from the damped means of the training ratings (Koren 2008, sec. 2.1,
+by a few alternating ridge passes): Adam at the factors' learning rate moves biases by
+~lr per step, too slowly to reach them in a few thousand steps (ML-1M bias-only from zero:
+validation RMSE 0.927 after 80 epochs; from the damped means: 0.908 at epoch 1).
 """
 from __future__ import annotations
 
@@ -82,9 +87,16 @@ class BiasedMF(TorchRecommender):
         self.global_mean_ = float(data.mean())
         self.rating_range_ = (float(data.min()), float(data.max()))
         self.known_items_ = np.bincount(train.X.indices, minlength=train.n_items) > 0
+        self._bias_init = damped_biases(train.X, self.global_mean_)
 
     def _build_network(self) -> nn.Module:
-        return _BiasedMFNetwork(self.n_users_, self.n_items_, self.factors, self.l2, self.global_mean_)
+        net = _BiasedMFNetwork(self.n_users_, self.n_items_, self.factors, self.l2, self.global_mean_)
+        if getattr(self, "_bias_init", None) is not None:  # a fit (a load restores its own)
+            user_bias, item_bias = self._bias_init
+            with torch.no_grad():
+                net.user_bias.copy_(torch.from_numpy(user_bias))
+                net.item_bias.copy_(torch.from_numpy(item_bias))
+        return net
 
     def _extra_state(self) -> dict:
         return {"global_mean": self.global_mean_, "rating_range": list(self.rating_range_),
@@ -150,3 +162,22 @@ class BiasedMF(TorchRecommender):
         A += self.l2 * n.clamp(min=1).view(-1, 1, 1) * torch.eye(f, device=dev)
         rhs = torch.zeros(X.shape[0], f, device=dev).index_add_(0, rows, Q[cols] * resid.unsqueeze(1))
         return torch.linalg.solve(A, rhs), bu  # (b, f), (b,)
+
+
+def damped_biases(X, global_mean: float, damping: float = 5.0, passes: int = 10):
+    """User and item biases of ``r ≈ μ + b_u + b_i`` by alternating damped means.
+
+    ``b_i = Σ_u (r_ui − μ − b_u) / (n_i + damping)``, then the same for ``b_u``, ``passes``
+    times (ridge regression of the bias-only model by block coordinate descent). Users or
+    items without ratings get 0. Returns float32 arrays (n_users,), (n_items,).
+    """
+    coo = X.tocoo()
+    n_users, n_items = X.shape
+    user_count = np.bincount(coo.row, minlength=n_users) + damping  # (n_users,)
+    item_count = np.bincount(coo.col, minlength=n_items) + damping  # (n_items,)
+    resid = coo.data.astype(np.float64) - global_mean  # (nnz,)
+    user_bias = np.zeros(n_users)
+    for _ in range(passes):
+        item_bias = np.bincount(coo.col, resid - user_bias[coo.row], n_items) / item_count
+        user_bias = np.bincount(coo.row, resid - item_bias[coo.col], n_users) / user_count
+    return user_bias.astype(np.float32), item_bias.astype(np.float32)

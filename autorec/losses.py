@@ -5,6 +5,8 @@ length of a row (items, or users). Reductions are stated per function.
 """
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
@@ -55,10 +57,17 @@ def multinomial_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     logits : torch.Tensor, shape (B, N)
-    x : torch.Tensor, shape (B, N)
-        Click counts (binary in MovieLens protocols).
+    x : torch.Tensor or scipy.sparse matrix, shape (B, N)
+        Click counts (binary in MovieLens protocols). A sparse ``x`` reads the
+        log-probabilities at its stored cells only (no dense (B, N) product).
     """
     log_probs = F.log_softmax(logits, dim=1)  # (B, N)
+    if sp.issparse(x):
+        coo = x.tocoo()
+        rows = torch.from_numpy(coo.row.astype(np.int64)).to(logits.device)  # (nnz,)
+        cols = torch.from_numpy(coo.col.astype(np.int64)).to(logits.device)  # (nnz,)
+        clicks = torch.from_numpy(coo.data).to(logits.device, logits.dtype)  # (nnz,)
+        return -(log_probs[rows, cols] * clicks).sum() / x.shape[0]
     return -(log_probs * x).sum(dim=1).mean()
 
 

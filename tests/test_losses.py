@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,20 @@ def test_masked_sse_by_hand_and_zero_grad_off_mask():
 def test_observed_sse_and_l2():
     assert losses.observed_sse(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == pytest.approx(5.0)
     assert losses.l2_penalty(torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])).item() == pytest.approx(14.0)
+
+
+def test_multinomial_nll_sparse_clicks_equal_dense():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    x = sp.random(5, 7, density=0.4, format="csr", random_state=rng, dtype=np.float32)
+    logits = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    dense = losses.multinomial_nll(logits, torch.from_numpy(x.toarray()).double())
+    (g_dense,) = torch.autograd.grad(dense, logits)
+    sparse = losses.multinomial_nll(logits, x)
+    (g_sparse,) = torch.autograd.grad(sparse, logits)
+    torch.testing.assert_close(sparse, dense)
+    torch.testing.assert_close(g_sparse, g_dense)
 
 
 def test_multinomial_nll_by_hand():

@@ -263,9 +263,10 @@ class SparseLinear(nn.Module):
     """``X @ weight + bias`` for a scipy CSR batch ``X`` (B, in_features); (B, out_features).
 
     ``weight`` is stored (in_features, out_features), contiguous, so ``embedding_bag``
-    gathers whole rows: on the first layer of Mult-VAE that is 4x faster than the same
-    product on ``nn.Linear``'s (out, in) weight seen transposed (48 vs 11 ms on ML-1M,
-    250 vs 58 ms at ML-20M size; benchmarks/results/mult_speed.md).
+    gathers whole rows: on the first layer of Mult-VAE (forward + weight gradient) that
+    was 4x faster than the same product on ``nn.Linear``'s (out, in) weight seen
+    transposed (11 vs 48 ms on ML-1M, 58 vs 250 ms at ML-20M size; measured before this
+    class existed, noted in benchmarks/results/mult_speed.md).
     """
 
     def __init__(self, in_features: int, out_features: int):

@@ -79,7 +79,7 @@ class _MultNetwork(nn.Module):
 
     def loss(self, batch: Batch, step: int) -> torch.Tensor:
         mu, logvar = self.encode(batch.X, batch.generator)
-        x = batch.dense()  # (B, n_items)
+        x = batch.X  # (B, n_items) sparse clicks: the likelihood reads only their cells
         if self.variational:
             eps = torch.randn(mu.shape, generator=batch.generator).to(mu.device)  # (B, latent)
             z = mu + eps * torch.exp(0.5 * logvar)  # (B, latent)

@@ -51,11 +51,14 @@ TOPK_GRIDS = {
     "mult-vae": ("mult-vae", [{}]),
     "mult-dae": ("mult-dae", [{}]),
     "cdae": ("cdae", [{}, {"lr": 3e-3}]),
-    "u-autorec": ("u-autorec", [{}]),
+    # U-AutoRec as a ranker: the loss over every cell, unobserved as 0 (implicit=True);
+    # lr and epochs from a first look at ML-1M's validation users (best epoch 28-39 of 60)
+    "u-autorec": ("u-autorec", [{"implicit": True, "lr": 1e-3, "epochs": 60, "l2": v} for v in (100.0, 300.0)]),
     "ease": ("ease", [{"l2": v} for v in (100.0, 300.0, 1000.0, 3000.0)]),
     "als": ("als", [{"factors": f, "regularization": r, "alpha": a}
                     for f in (64, 128) for r in (0.1, 1.0) for a in (1.0, 10.0)]),
     "bpr": ("bpr", [{"factors": f, "learning_rate": lr} for f in (64, 128) for lr in (0.01, 0.05)]),
+    "lmf": ("lmf", [{"factors": 30}, {"factors": 30, "iterations": 100}, {"factors": 64, "iterations": 100}]),
     "pop": ("pop", [{}]),
 }
 QUICK = {"epochs": 15}  # torch models in --quick mode
@@ -212,6 +215,18 @@ def environment(command: str) -> str:
             f"{cpu}, {os.cpu_count()} cores, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
 
 
+def _earlier_runs(runs: pd.DataFrame, command: str) -> str:
+    """The other commands whose rows the merged table holds (each row's is in the CSV)."""
+    if "command" not in runs:
+        return ""
+    earlier = runs[runs["command"].notna() & (runs["command"] != command)]
+    if earlier.empty:
+        return ""
+    lines = [f"- `{c}` ({g['run_at'].iloc[-1]}): {', '.join(dict.fromkeys(g['model']))}"
+             for c, g in earlier.groupby("command", sort=False)]
+    return "\nRows from earlier runs (the CSV names each row's command):\n\n" + "\n".join(lines) + "\n"
+
+
 def _merge(path: Path, new: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Rows of earlier runs in ``path`` with those of this run replacing the same keys; written."""
     if path.exists():
@@ -257,14 +272,16 @@ def main(argv=None) -> int:
                 topk_rows += run_topk(dataset, R, protocol, quick, log, models)
     header = environment(command)
     keys = ["dataset", "protocol", "model", "seed"]
+    stamp = {"command": command, "run_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if rating_rows:
-        runs = _merge(out / f"{tag}rating_runs.csv", pd.DataFrame(rating_rows), keys)
-        _write(out / f"{tag}rating.md", "# Rating prediction (AutoRec protocol)\n\n" + header + "\n"
-               + rating_table(runs) + "\n")
+        runs = _merge(out / f"{tag}rating_runs.csv", pd.DataFrame([{**r, **stamp} for r in rating_rows]), keys)
+        _write(out / f"{tag}rating.md", "# Rating prediction (AutoRec protocol)\n\n" + header
+               + _earlier_runs(runs, command) + "\n" + rating_table(runs) + "\n")
         print(rating_table(runs))
     if topk_rows:
-        runs = _merge(out / f"{tag}topk_runs.csv", pd.DataFrame(topk_rows), keys)
-        _write(out / f"{tag}topk.md", "# Top-k recommendation\n\n" + header + "\n" + topk_table(runs) + "\n")
+        runs = _merge(out / f"{tag}topk_runs.csv", pd.DataFrame([{**r, **stamp} for r in topk_rows]), keys)
+        _write(out / f"{tag}topk.md", "# Top-k recommendation\n\n" + header + _earlier_runs(runs, command)
+               + "\n" + topk_table(runs) + "\n")
         print(topk_table(runs))
     if _HISTORIES:
         _merge(out / f"{tag}histories.csv", pd.DataFrame(_HISTORIES), keys)

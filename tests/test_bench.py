@@ -70,3 +70,11 @@ def test_merge_replaces_same_keys(tmp_path):
     merged = bench._merge(path, second, keys)
     assert sorted(zip(merged["model"], merged["rmse"])) == [("a", 1.0), ("b", 0.5)]
     assert pd.read_csv(path).shape == (2, 5)
+
+
+def test_tables_name_the_earlier_commands_they_merge():
+    runs = pd.DataFrame([{"model": "a", "command": "autorec benchmark --models a", "run_at": "t1"},
+                         {"model": "b", "command": "autorec benchmark --models b", "run_at": "t2"}])
+    text = bench._earlier_runs(runs, "autorec benchmark --models b")
+    assert "`autorec benchmark --models a` (t1): a" in text and "--models b" not in text
+    assert bench._earlier_runs(runs.drop(columns="command"), "x") == ""

@@ -229,6 +229,10 @@ def test_implicit_uautorec_ranks_held_out_clicks_above_popularity():
     pop = autorec.evaluate(autorec.Popularity().fit(train), train, test, metrics=("ndcg",), ks=(10,))["ndcg@10"]
     assert got > 1.2 * pop, (got, pop)
     assert model.predict([0], [0])[0] < 1.5  # not clipped to the all-ones "rating range", near 0..1
+    assert not model.predicts_ratings and UAutoRec().predicts_ratings
+    # a plain held-out matrix as validation: the best epoch is chosen by NDCG@100, not RMSE
+    tuned = UAutoRec(**dict(FAST, epochs=3, hidden=8, implicit=True)).fit(train, test)
+    assert "ndcg@100" in tuned.history_[0] and "rmse" not in tuned.history_[0]
 
 
 # ----------------------------------------------------------- predict and score

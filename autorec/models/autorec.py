@@ -154,8 +154,12 @@ def _observed_mask(X: sp.csr_matrix) -> torch.Tensor:
 class _AutoRec(TorchRecommender):
     """What I- and U-AutoRec share; ``_item_based`` says which side the rows are."""
 
-    predicts_ratings = True
     _item_based: bool = False
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """True unless ``implicit``: then scores rank clicks (validation by NDCG@100, no RMSE)."""
+        return not self.implicit
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,

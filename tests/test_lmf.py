@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -14,25 +13,7 @@ import autorec
 from autorec.baselines import LMF, Popularity
 from autorec.data import RatingMatrix
 
-N_USERS, N_ITEMS, HALF = 60, 40, 20
-
-
-def _block_data(seed=0) -> RatingMatrix:
-    """Two user groups, each liking its own half of the items (plus rare noise)."""
-    rng = np.random.default_rng(seed)
-    group = np.arange(N_USERS) % 2
-    in_block = (np.arange(N_ITEMS)[None, :] // HALF) == group[:, None]
-    dense = (rng.random((N_USERS, N_ITEMS)) < np.where(in_block, 0.45, 0.02)).astype(np.float32)
-    dense[np.arange(N_USERS), group * HALF] = 1  # nobody is empty
-    return RatingMatrix(sp.csr_matrix(dense), pd.Index([f"u{i}" for i in range(N_USERS)]),
-                        pd.Index(range(100, 100 + N_ITEMS)))
-
-
-def _random_data(n_users=80, n_items=50, density=0.12, seed=1, rated=False) -> RatingMatrix:
-    rng = np.random.default_rng(seed)
-    X = sp.random(n_users, n_items, density=density, format="csr", random_state=seed, dtype=np.float32)
-    X.data[:] = rng.integers(1, 6, X.nnz) if rated else 1.0
-    return RatingMatrix(X, pd.Index(range(n_users)), pd.Index(range(n_items)))
+from .test_baselines import HALF, N_ITEMS, N_USERS, _block_data, _random_data
 
 
 @pytest.fixture(scope="module")

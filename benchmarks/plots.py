@@ -33,15 +33,17 @@ def learning_curves(histories: pd.DataFrame, out: Path, dataset: str = "ml-1m") 
     if rating.empty and topk.empty:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    papers = []
     for model, g in rating.groupby("model", sort=False):
         line, = left.plot(g["epoch"], g["rmse"], label=model)
         paper = PAPER_RMSE.get(dataset, {}).get(model)
         if paper:
             left.axhline(paper, color=line.get_color(), linestyle=":", linewidth=1)
+            papers.append(paper)
     left.set(title=f"{dataset}, AutoRec protocol: validation RMSE (dotted: paper's test RMSE)",
              xlabel="epoch", ylabel="RMSE")
     if not rating.empty:
-        left.set_ylim(rating["rmse"].min() - 0.01, min(rating["rmse"].max(), 1.0))
+        left.set_ylim(min([rating["rmse"].min(), *papers]) - 0.01, min(rating["rmse"].max(), 1.0))
         left.legend()
     for model, g in topk.groupby("model", sort=False):
         right.plot(g["epoch"], g["ndcg@100"], label=model)

@@ -24,6 +24,15 @@ from autorec._io import atomic_path  # noqa: E402
 from autorec.bench import PAPER_RMSE  # noqa: E402
 
 
+def _save(fig, out: Path) -> bool:
+    """Write ``fig`` to ``out`` atomically (temp file + rename) and close it."""
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return True
+
+
 def learning_curves(histories: pd.DataFrame, out: Path, dataset: str = "ml-1m") -> bool:
     """Validation RMSE (rating models) and validation NDCG@100 (top-k) against epochs."""
     rating = histories[(histories["dataset"] == dataset) & (histories["protocol"] == "autorec-valid")]
@@ -51,11 +60,7 @@ def learning_curves(histories: pd.DataFrame, out: Path, dataset: str = "ml-1m") 
               ylabel="NDCG@100")
     if not topk.empty:
         right.legend()
-    fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return True
+    return _save(fig, out)
 
 
 def speed(table: pd.DataFrame, out: Path) -> bool:
@@ -75,11 +80,7 @@ def speed(table: pd.DataFrame, out: Path) -> bool:
     ax.set(yscale="log", ylabel="seconds per epoch (log)",
            title="AutoRec training: seconds per epoch by route (lower is better)")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return True
+    return _save(fig, out)
 
 
 def main(argv=None) -> int:

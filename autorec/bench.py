@@ -183,7 +183,9 @@ def rating_table(runs: pd.DataFrame) -> str:
         paper = PAPER_RMSE.get(dataset, {}).get(label)
         mean = g["rmse"].mean()
         delta = f"{mean - paper:+.3f}" if paper else ""
-        lines.append(f"| {dataset} | {label} | {mean:.4f} ± {_ci95(g['rmse']):.4f} | {len(g)} | "
+        ci = _ci95(g["rmse"])
+        cell = f"{mean:.4f} ± {ci:.4f}" if np.isfinite(ci) else f"{mean:.4f} (one seed: no interval)"
+        lines.append(f"| {dataset} | {label} | {cell} | {len(g)} | "
                      f"{paper if paper else '—'} | {delta} | {g['fit_seconds'].mean():.0f} |")
     return "\n".join(lines)
 

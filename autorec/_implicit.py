@@ -83,8 +83,9 @@ class _ImplicitMF(BaseRecommender):
             Raw ids; ``0..n-1`` by default.
         known_users : bool array, shape (n_users,), optional
             Users scored from their factors; the others are folded in from their history
-            row. Default: users whose factor row is not all zero (``implicit`` leaves users
-            without training ratings at zero).
+            row. Default: users whose factor row is not all zero, apart from the columns
+            ``implicit`` holds at 1 (it leaves users without training ratings at zero: BPR
+            at ``[0, ..., 0, 1]``).
         **params
             Constructor arguments (``regularization``, ``alpha``, ``device`` ... used by
             the fold-in; ``factors`` is taken from the matrices).
@@ -109,7 +110,9 @@ class _ImplicitMF(BaseRecommender):
         model.items_ = pd.Index(range(V.shape[0]) if items is None else items)
         if (len(model.users_), len(model.items_)) != (U.shape[0], V.shape[0]):
             raise ValueError("users/items do not match the factor matrices' rows")
-        known = np.any(U != 0, axis=1) if known_users is None else np.asarray(known_users, bool)
+        if known_users is None:  # the constant-1 column implicit keeps is not a sign of training
+            known_users = np.any(np.delete(U, cls._constant_user_columns, axis=1) != 0, axis=1)
+        known = np.asarray(known_users, bool)
         if known.shape != (U.shape[0],):
             raise ValueError(f"known_users has shape {known.shape}, expected ({U.shape[0]},)")
         model.known_users_ = known
@@ -117,6 +120,7 @@ class _ImplicitMF(BaseRecommender):
         return model
 
     _extra_columns = 0  # factor columns beyond ``factors`` (BPR: the bias column)
+    _constant_user_columns: tuple = ()  # user-factor columns implicit holds at 1
 
     def score(self, users, X) -> torch.Tensor:
         users, X = self._check_users_X(users, X)
@@ -307,6 +311,7 @@ class BPR(_ImplicitMF):
     FOLD_STEPS = 100
     FOLD_PAIRS = 32
     _extra_columns = 1
+    _constant_user_columns = (-1,)
 
     def __init__(self, factors: int = 100, learning_rate: float = 0.01, regularization: float = 0.01,
                  iterations: int = 100, seed: int = 0, device: str = "cpu", num_threads: int = 1):

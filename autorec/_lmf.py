@@ -66,6 +66,7 @@ class LMF(_ImplicitMF):
     FOLD_TOL = 1e-6
     FOLD_RELAX = 1.8
     _extra_columns = 2
+    _constant_user_columns = (-2,)
 
     def __init__(self, factors: int = 30, learning_rate: float = 1.0, regularization: float = 0.6,
                  iterations: int = 30, neg_prop: int = 30, seed: int = 0, device: str = "cpu",
@@ -123,10 +124,7 @@ class LMF(_ImplicitMF):
             Training entries per item (the popularity negatives were drawn from); needed
             to fold in users, which raises without it.
         """
-        U = np.asarray(user_factors, dtype=np.float32)  # (n_users, f + 2)
-        if known_users is None and U.ndim == 2 and U.shape[1] >= 2:
-            known_users = np.any(np.delete(U, -2, axis=1) != 0, axis=1)  # skip the 1 column
-        model = super().from_factors(U, item_factors, users, items, known_users, **params)
+        model = super().from_factors(user_factors, item_factors, users, items, known_users, **params)
         if item_counts is not None:
             counts = np.asarray(item_counts, dtype=np.float64).reshape(-1)  # (n_items,)
             if counts.shape != (model.n_items_,) or counts.min() < 0 or counts.sum() <= 0:

@@ -141,6 +141,21 @@ def test_als_recommend_agrees_with_implicit():
         ALS.from_factors(imp.user_factors, imp.item_factors, factors=9)
 
 
+def test_bpr_from_factors_folds_in_users_implicit_never_trained():
+    """implicit leaves a user without items at [0, ..., 0, 1]: not a known user."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    R = _random_data(40, 30, density=0.2)
+    X = sp.csr_matrix(R.X.multiply((np.arange(40) != 3)[:, None]))
+    X.eliminate_zeros()
+    imp = BayesianPersonalizedRanking(factors=4, iterations=5, random_state=0, num_threads=1)
+    imp.fit(X, show_progress=False)
+    np.testing.assert_array_equal(imp.user_factors[3], [0, 0, 0, 0, 1])
+    model = BPR.from_factors(imp.user_factors, imp.item_factors, R.users, R.items)
+    np.testing.assert_array_equal(model.known_users_, np.diff(X.indptr) > 0)  # user 3 among the unknown
+    assert not model.known_users_[3]
+
+
 def test_als_fit_wraps_implicit_with_confidence_one_plus_alpha_r():
     """Our fit equals implicit fitted on C = 1 + alpha*r with implicit's alpha = 1."""
     from implicit.cpu.als import AlternatingLeastSquares

@@ -220,6 +220,7 @@ def test_implicit_loss_is_dense_sse_over_every_cell(data):
         torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::autorec.split.SplitWarning")  # a few one-click users
 def test_implicit_uautorec_ranks_held_out_clicks_above_popularity():
     R = low_rank(n_users=200, n_items=80, density=0.3, seed=4)
     liked = autorec.RatingMatrix.from_arrays(*sp.find(R.X >= 4)[:2], np.ones((R.X >= 4).nnz), shape=R.X.shape)

@@ -47,6 +47,7 @@ def test_seeds_change_the_split(R, monkeypatch):
     assert rows[0]["rmse"] != rows[1]["rmse"]
 
 
+@pytest.mark.filterwarnings("ignore::autorec.split.SplitWarning")  # a few one-rating users
 def test_topk_suite_picks_on_validation_and_reports_test(R, monkeypatch):
     grids = {"ease": ("ease", [{"l2": 1.0}, {"l2": 1e4}]), "pop": ("pop", [{}])}
     monkeypatch.setattr(bench, "TOPK_GRIDS", grids)

@@ -115,7 +115,7 @@ def time_routes(rows: sp.csr_matrix, n_batches: int | None, batch_size=256, l2=3
         if route == "sparse-scipy":  # the same route with scipy's CSR @ dense for the products
             net.kernels = "scipy"
         net.load_state_dict(base.state_dict())
-        nets[route], opts[route] = net, make_adam(net, 1e-3, 0.0, torch.device("cpu"))  # as the Trainer
+        nets[route], opts[route] = net, make_adam(net, 1e-3, 0.0)  # as the Trainer
     out = {r: {"step": [], "fwd_bwd": []} for r in ROUTES}
     gen = torch.Generator()
     for j, idx in enumerate(batches):

@@ -175,7 +175,7 @@ def time_epoch(X: sp.csr_matrix, model: str, n_batches: int) -> dict:
     """
     batches, n_rows = batch_rows(X)
     nets = {v: build(v, model, X.shape[1]) for v in VARIANTS}
-    opts = {v: make_adam(net, 1e-3, 0.0, CPU) for v, net in nets.items()}  # as the Trainer
+    opts = {v: make_adam(net, 1e-3, 0.0) for v, net in nets.items()}  # as the Trainer
     times, gen = {v: [] for v in VARIANTS}, torch.Generator().manual_seed(0)
     for j in range(n_batches + 1):
         batch = Batch(torch.from_numpy(batches[j % len(batches)]), X[batches[j % len(batches)]], n_rows, CPU, gen)
@@ -203,7 +203,7 @@ def child_memory(model: str, variant: str, path: str) -> dict:
 
     X = sp.load_npz(path).tocsr()  # (B, I)
     net = build(variant, model, X.shape[1])
-    opt = make_adam(net, 1e-3, 0.0, CPU)
+    opt = make_adam(net, 1e-3, 0.0)
     batch = Batch(torch.arange(X.shape[0]), X, X.shape[0], CPU, torch.Generator().manual_seed(0))
     train_step(net, opt, batch, 0)
     opt.zero_grad(set_to_none=True)

@@ -27,4 +27,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench-quick: $(STAMP)
-	$(BIN)/autorec benchmark --quick
+	$(BIN)/python benchmarks/paper_tables.py --quick

@@ -1,28 +1,45 @@
 """autorec: AutoRec and autoencoder collaborative filtering, with MovieLens benchmarks.
 
 >>> import autorec
->>> R = autorec.load_movielens("ml-100k")
->>> train, test = autorec.split.holdout(R, test_size=0.1, seed=0)
->>> model = autorec.IAutoRec(seed=0).fit(train)
->>> autorec.metrics.rmse(model, test)
+>>> R = autorec.load_movielens("ml-100k")                          # doctest: +SKIP
+>>> train, test = autorec.split.holdout(R, test_size=0.1, seed=0)  # doctest: +SKIP
+>>> model = autorec.IAutoRec(seed=0).fit(train)                    # doctest: +SKIP
+>>> autorec.metrics.rmse(model, test)                              # doctest: +SKIP
+
+Names load on first use (PEP 562): ``import autorec`` does not import torch; the first
+model class, ``MODELS`` or ``load`` does.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from . import metrics, protocols, split
-from .base import BaseRecommender, load
-from .baselines import ALS, BPR, EASE, LMF, Popularity
-from .models.mf import BiasedMF
-from .data import DataError, RatingMatrix
-from .export import export_topk
-from .metrics import evaluate
-from .models.autorec import IAutoRec, UAutoRec
-from .models.cdae import CDAE
-from .models.mult import MultDAE, MultVAE
-from .movielens import load_movielens
-from .registry import MODELS, get_model
+import importlib
 
-__all__ = [
-    "ALS", "BPR", "CDAE", "EASE", "MODELS", "BaseRecommender", "BiasedMF", "DataError",
-    "IAutoRec", "LMF", "MultDAE", "MultVAE", "Popularity", "RatingMatrix", "UAutoRec",
-    "evaluate", "export_topk", "get_model", "load", "load_movielens", "metrics", "protocols", "split",
-]
+from ._version import __version__
+
+#: public name -> module that defines it (relative to this package)
+_NAMES = {
+    "RatingMatrix": "data", "DataError": "exceptions",
+    "evaluate": "metrics", "export_topk": "export", "load_movielens": "datasets",
+    "MODELS": "models", "get_model": "models", "load": "models",
+    "BaseRecommender": "models.base",
+    "IAutoRec": "models", "UAutoRec": "models", "CDAE": "models", "MultDAE": "models",
+    "MultVAE": "models", "BiasedMF": "models", "EASE": "models", "ALS": "models", "BPR": "models",
+    "LMF": "models", "Popularity": "models",
+}
+_MODULES = ("datasets", "exceptions", "metrics", "models", "protocols", "split")
+
+__all__ = sorted([*_NAMES, *_MODULES]) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,4 +1,4 @@
-"""RatingMatrix: the one data type of autorec (its readers are in ``_readers``).
+"""RatingMatrix: the one data type of autorec (its readers are in :mod:`autorec.readers`).
 
 A users x items float32 CSR matrix (rows ALWAYS users, canonical) plus the raw ids of its
 rows and columns as :class:`pandas.Index`; optional timestamps aligned with ``X.data``.
@@ -14,22 +14,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._readers import _positions, _resolve_duplicates, frame_to_matrix, read_csv
-from .errors import DataError
+from . import readers
+from .exceptions import DataError
+from .readers import AlignReport, Columns, Triplets
 
 __all__ = ["RatingMatrix", "DataError", "AlignReport"]
-
-
-@dataclass(frozen=True)
-class AlignReport:
-    """What :meth:`RatingMatrix.from_frame` dropped when aligning to a fixed vocabulary."""
-
-    unknown_users: pd.Index
-    unknown_items: pd.Index
-    dropped_ratings: int
-
-    def __bool__(self) -> bool:  # True when something was dropped
-        return self.dropped_ratings > 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,7 +176,7 @@ class RatingMatrix:
             raise ValueError(f"positions out of range for shape {shape}")
         users = pd.RangeIndex(shape[0]) if users is None else pd.Index(users)
         items = pd.RangeIndex(shape[1]) if items is None else pd.Index(items)
-        rows, cols, vals, ts = _resolve_duplicates(rows, cols, vals, ts, shape, duplicates)
+        rows, cols, vals, ts = readers.resolve_duplicates(rows, cols, vals, ts, shape, duplicates)
         # rows/cols are now unique and sorted by (row, col): CSR built directly
         indptr = np.zeros(shape[0] + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
@@ -234,7 +223,10 @@ class RatingMatrix:
         source : str
             Name used in error messages (e.g. the file path).
         """
-        return frame_to_matrix(cls, df, user, item, rating, timestamp, users, items, duplicates, source)
+        parsed = readers.read_frame(df, Columns(user, item, rating, timestamp), users=users,
+                                    items=items, source=source)
+        R = cls._from_triplets(parsed, duplicates)
+        return (R, parsed.report) if parsed.report is not None else R
 
     @classmethod
     def from_csv(
@@ -276,7 +268,14 @@ class RatingMatrix:
             Missing or empty file, wrong separator (detected, with a guess of the right
             one), lines with more fields than the header, bad values (with their line).
         """
-        return read_csv(cls, path, user, item, rating, timestamp, sep, header, names, encoding, duplicates)
+        parsed = readers.read_csv(path, Columns(user, item, rating, timestamp), sep=sep,
+                                  header=header, names=names, encoding=encoding)
+        return cls._from_triplets(parsed, duplicates)
+
+    @classmethod
+    def _from_triplets(cls, t: Triplets, duplicates: str) -> RatingMatrix:
+        return cls.from_arrays(t.user_idx, t.item_idx, t.ratings, users=t.users, items=t.items,
+                               timestamps=t.timestamps, duplicates=duplicates)
 
     def to_frame(self, user: str = "user", item: str = "item", rating: str = "rating") -> pd.DataFrame:
         """Long format with raw ids: one row per rating (plus ``timestamp`` when known)."""
@@ -398,3 +397,15 @@ class RatingMatrix:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _positions(sel, n: int, what: str) -> np.ndarray:
+    """Integer positions from None (all), a boolean mask of length n, or positions."""
+    if sel is None:
+        return np.arange(n)
+    sel = np.asarray(sel)
+    if sel.dtype == bool:
+        if sel.shape != (n,):
+            raise ValueError(f"boolean {what} mask has shape {sel.shape}, expected ({n},)")
+        return np.flatnonzero(sel)
+    return sel.astype(np.int64)

@@ -1,7 +1,7 @@
 """Top-k recommendations for many users, streamed to CSV, Parquet or JSON lines.
 
 :func:`export_topk` scores users batch by batch through the one top-k path,
-:meth:`autorec.base.BaseRecommender.recommend`, and hands every batch to a writer as soon as
+:meth:`autorec.models.base.BaseRecommender.recommend`, and hands every batch to a writer as soon as
 it is ranked: the users x items score matrix never exists in full, and memory stays at one
 batch whatever the number of users.
 
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ._arrays import has_duplicates
 from ._io import atomic_path
-from .base import NotFittedForUser
+from .exceptions import NotFittedForUser
 from .data import RatingMatrix
 
 __all__ = ["export_topk", "shard_path", "shard_bounds", "FORMATS"]

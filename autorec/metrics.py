@@ -1,7 +1,7 @@
 """Evaluation: rating error (RMSE, MAE) and top-k ranking metrics through one ``evaluate``.
 
 ``evaluate(model, train, test)`` ranks the catalogue for every user with at least one
-held-out item through the models' one shared :meth:`~autorec.base.BaseRecommender.recommend`
+held-out item through the models' one shared :meth:`~autorec.models.base.BaseRecommender.recommend`
 (seen items excluded there, ties by item index), in batches of users, and scores the lists
 with the vectorised kernels of :mod:`autorec._ranking` (re-exported here). Users without
 held-out items are skipped and counted; per-user values are kept for significance tests.
@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ._arrays import has_duplicates
-from ._ranking import (
+from .ranking import (
     PER_USER, RankedLists, average_precision_at_k, coverage, hit_rate_at_k, mrr_at_k,
-    ndcg_at_k, precision_at_k, recall_at_k,
+    SCORE_BUDGET_BYTES, ndcg_at_k, precision_at_k, recall_at_k,
 )
-from .base import SCORE_BUDGET_BYTES
 from .data import RatingMatrix
 
 __all__ = [

@@ -5,19 +5,17 @@ Each protocol function takes a :class:`~autorec.data.RatingMatrix` and returns a
 every parameter of the protocol (for results files). ``PROTOCOLS[p.name](R, **p.params)``
 rebuilds the same split.
 
-Targets come in two shapes:
-
-- a RatingMatrix of held-out ratings with the same users as ``train`` (weak
-  generalization, rating prediction): score ``train`` rows, compare with the target;
-- a ``(fold_in, held_out)`` pair of RatingMatrix (strong generalization): the users are
-  not in ``train``; a model folds in their ``fold_in`` rows and is scored on ``held_out``.
+Every validation and test part is one :class:`EvalPart` ``(history, target)``: what a
+model sees of the evaluated users and what it must predict. For weak generalization and
+rating prediction the history is ``train`` itself (same users); for strong generalization
+(``fold_in=True``) the users are not in ``train`` and a model folds them in from their
+history rows.
 
 Users with an empty target row have nothing to predict and must not be counted as evaluated.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -25,15 +23,46 @@ from . import split
 from .data import RatingMatrix
 
 __all__ = [
-    "Protocol", "PROTOCOLS", "autorec_protocol", "strong_generalization", "per_user_holdout",
+    "EvalPart", "Protocol", "PROTOCOLS", "autorec_protocol", "strong_generalization", "per_user_holdout",
     "binarize_above", "AUTOREC_DEFAULT_RATING",
 ]
-
-Target = Union[RatingMatrix, tuple[RatingMatrix, RatingMatrix]]
 
 #: AutoRec predicts this rating for users/items unseen in training (Sedhain et al. 2015).
 #: A model parameter, not part of the split; recorded here for results files.
 AUTOREC_DEFAULT_RATING = 3.0
+
+
+@dataclass(frozen=True, eq=False)
+class EvalPart:
+    """One validation or test part: the evaluated users' ``history`` and their ``target``.
+
+    Attributes
+    ----------
+    history : RatingMatrix
+        What a model sees of the users (their training rows, or the fold-in share of
+        held-out users); items seen here are excluded from their rankings.
+    target : RatingMatrix
+        The held-out ratings to predict, same users and items as ``history``.
+    fold_in : bool
+        True when the users are not in the training matrix (strong generalization).
+
+    Unpacks as ``history, target = part`` (e.g. for ``evaluate(model, *part)``).
+    """
+
+    history: RatingMatrix
+    target: RatingMatrix
+    fold_in: bool = False
+
+    def __iter__(self):
+        return iter((self.history, self.target))
+
+    def describe(self) -> str:
+        """The size of the part in words."""
+        if self.fold_in:
+            n_users = int((self.history.user_counts() + self.target.user_counts() > 0).sum())
+            return (f"{n_users:,} held-out users ({self.history.nnz:,} fold-in / "
+                    f"{self.target.nnz:,} held-out ratings)")
+        return _size(self.target)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,22 +76,21 @@ class Protocol:
     params : dict
         Every parameter of the protocol function (seed included).
     train : RatingMatrix
-    valid : RatingMatrix, (RatingMatrix, RatingMatrix) or None
-        Held-out ratings of the training users, or ``(fold_in, held_out)`` of
-        held-out users; None when the protocol has no validation part.
-    test : RatingMatrix or (RatingMatrix, RatingMatrix)
+    valid : EvalPart or None
+        None when the protocol has no validation part.
+    test : EvalPart
     """
 
     name: str
     params: dict
     train: RatingMatrix
-    valid: Target | None
-    test: Target
+    valid: EvalPart | None
+    test: EvalPart
 
     @property
     def strong(self) -> bool:
-        """True when targets are ``(fold_in, held_out)`` pairs of held-out users."""
-        return isinstance(self.test, tuple)
+        """True when the evaluated users are held out of training and folded in."""
+        return self.test.fold_in
 
     def describe(self) -> str:
         """One line: protocol, parameters and the sizes of each part."""
@@ -70,16 +98,12 @@ class Protocol:
         parts = [f"train {_size(self.train)}"]
         for label, part in (("valid", self.valid), ("test", self.test)):
             if part is not None:
-                parts.append(f"{label} {_size(part)}")
+                parts.append(f"{label} {part.describe()}")
         return f"{self.name}({args}): " + "; ".join(parts)
 
 
-def _size(part) -> str:
-    """``'943 users x 1,682 items, 81,000 ratings'`` or the in/out sizes of held-out users."""
-    if isinstance(part, tuple):
-        fold_in, held_out = part
-        n_users = int((fold_in.user_counts() + held_out.user_counts() > 0).sum())
-        return f"{n_users:,} held-out users ({fold_in.nnz:,} fold-in / {held_out.nnz:,} held-out ratings)"
+def _size(part: RatingMatrix) -> str:
+    """``'943 users x 1,682 items, 81,000 ratings'``."""
     n_users = int((part.user_counts() > 0).sum())
     return f"{n_users:,} users x {part.n_items:,} items, {part.nnz:,} ratings"
 
@@ -120,7 +144,7 @@ def autorec_protocol(
     Returns
     -------
     Protocol
-        ``valid``/``test`` are RatingMatrix with the users and items of ``train``.
+        ``valid``/``test`` are EvalPart with ``train`` as history.
     """
     _check_valid_size(valid_size)
     rng = np.random.default_rng(seed)
@@ -129,7 +153,7 @@ def autorec_protocol(
     if valid_size > 0:
         train, valid = split.holdout(train, valid_size, seed=rng)
     params = {"test_size": test_size, "valid_size": valid_size, "seed": seed}
-    return Protocol("autorec", params, train, valid, test)
+    return _weak("autorec", params, train, valid, test)
 
 
 def strong_generalization(
@@ -168,7 +192,7 @@ def strong_generalization(
     Returns
     -------
     Protocol
-        ``valid = (valid_in, valid_out)``, ``test = (test_in, test_out)``.
+        ``valid``/``test`` are EvalPart of held-out users (``fold_in=True``).
     """
     if not isinstance(n_heldout, (int, np.integer)) or n_heldout < 1:
         raise ValueError(f"n_heldout must be a positive integer, got {n_heldout!r}")
@@ -183,7 +207,8 @@ def strong_generalization(
         "n_heldout": n_heldout, "threshold": threshold, "min_user_ratings": min_user_ratings,
         "fold_in": fold_in, "seed": seed,
     }
-    return Protocol("strong", params, s.train, (s.valid_in, s.valid_out), (s.test_in, s.test_out))
+    return Protocol("strong", params, s.train, EvalPart(s.valid_in, s.valid_out, fold_in=True),
+                    EvalPart(s.test_in, s.test_out, fold_in=True))
 
 
 def per_user_holdout(
@@ -214,7 +239,7 @@ def per_user_holdout(
     Returns
     -------
     Protocol
-        ``valid``/``test`` are RatingMatrix with the users and items of ``train``.
+        ``valid``/``test`` are EvalPart with ``train`` as history.
     """
     _check_valid_size(valid_size)
     if threshold is not None:
@@ -225,7 +250,13 @@ def per_user_holdout(
     if valid_size > 0:
         train, valid = split.per_user(train, valid_size, seed=rng)
     params = {"test_size": test_size, "valid_size": valid_size, "seed": seed, "threshold": threshold}
-    return Protocol("per-user", params, train, valid, test)
+    return _weak("per-user", params, train, valid, test)
+
+
+def _weak(name: str, params: dict, train: RatingMatrix, valid, test: RatingMatrix) -> Protocol:
+    """A protocol whose evaluated users are the training users (history = ``train``)."""
+    return Protocol(name, params, train, None if valid is None else EvalPart(train, valid),
+                    EvalPart(train, test))
 
 
 def _check_valid_size(valid_size: float) -> None:

@@ -26,12 +26,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .data import RatingMatrix
+from .exceptions import SplitWarning
 
 __all__ = ["SplitWarning", "StrongSplit", "holdout", "per_user", "heldout_users", "leave_last"]
-
-
-class SplitWarning(UserWarning):
-    """Some users could not be split as asked (too few ratings); the message counts them."""
 
 
 class StrongSplit(NamedTuple):

@@ -1,7 +1,7 @@
 """The Trainer: the one training loop of every torch model.
 
-A network supplies ``loss(batch, step) -> scalar tensor``; the Trainer owns everything
-else: seeded shuffling, batching of sparse rows, device placement, validation with early
+A network (any ``nn.Module``) supplies ``loss(batch, step) -> scalar tensor``; the Trainer
+owns everything else: seeded shuffling, batching of sparse rows, device placement, validation with early
 stopping and best-state restore, NaN/inf detection, a progress bar, the per-epoch history,
 and atomic checkpoints with exact resume.
 
@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,12 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_path
+from .exceptions import ModelFileError, TrainingDiverged
 
-__all__ = ["Batch", "Trainer", "TrainingDiverged", "resolve_device"]
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the model keeps its last good state."""
+__all__ = ["Batch", "Trainer", "TrainingDiverged", "Validation", "resolve_device"]
 
 
 @dataclass
@@ -59,6 +57,19 @@ class Batch:
         return torch.from_numpy(self.X.toarray()).to(self.device)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """How the Trainer scores an epoch: ``score()`` -> float, named ``metric``.
+
+    ``score`` is called after each epoch with the network in eval mode; the epoch with the
+    best value (lowest when ``lower_is_better``) is kept.
+    """
+
+    metric: str
+    score: Callable[[], float]
+    lower_is_better: bool = False
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; a clear error for missing CUDA."""
     if device == "auto":
@@ -84,57 +95,96 @@ def make_adam(net: torch.nn.Module, lr: float, weight_decay: float):
 
 
 class Trainer:
-    """Runs the training loop for a :class:`~autorec.models.torch_model.TorchRecommender`.
+    """The one training loop: seeded minibatches of sparse rows, Adam, early stopping.
 
     Parameters
     ----------
-    model : TorchRecommender
-        Supplies ``network_`` (with ``loss(batch, step)``) and the hyperparameters
-        ``epochs, batch_size, lr, weight_decay, seed, patience, valid_metric, progress``.
+    epochs, batch_size : int
+        Passes over the trainable rows, and rows per step.
+    lr, weight_decay : float
+        Adam's learning rate and (coupled) weight decay.
+    seed : int
+        Seeds the one generator of all training randomness.
+    patience : int, optional
+        Stop after this many epochs without a better validation score (None: never).
+    progress : bool
+        Show a progress bar.
+    desc : str
+        Label of the progress bar.
+
+    Examples
+    --------
+    Any ``nn.Module`` with ``loss(batch, step)`` trains, no recommender needed:
+
+    >>> trainer = Trainer(epochs=5, batch_size=64, lr=1e-3)        # doctest: +SKIP
+    >>> history = trainer.fit(net, rows)                            # doctest: +SKIP
     """
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, *, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+                 seed: int = 0, patience: int | None = None, progress: bool = False,
+                 desc: str = "train"):
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.seed, self.patience = int(seed), patience
+        self.progress, self.desc = bool(progress), desc
+        self.best_epoch: int | None = None
 
     # ---------------------------------------------------------------- public
-    def fit(self, rows: sp.csr_matrix, valid=None, checkpoint=None, resume: bool = False) -> list[dict]:
-        """Train on the rows of ``rows``; returns the history (also ``model.history_``).
+    def fit(self, net: torch.nn.Module, rows: sp.csr_matrix, *, device=None,
+            validation: Validation | None = None,
+            on_weights_changed: Callable[[], None] | None = None,
+            checkpoint=None, resume: bool = False, identity: dict | None = None) -> list[dict]:
+        """Train ``net`` on the rows of ``rows``; returns the per-epoch history.
 
         Parameters
         ----------
+        net : torch.nn.Module
+            With ``loss(batch, step) -> scalar tensor``; already on ``device``.
         rows : scipy.sparse.csr_matrix, shape (n_rows, N)
             Training rows; empty rows are skipped.
-        valid : RatingMatrix or (RatingMatrix, RatingMatrix), optional
-            Held-out ratings (RMSE / NDCG with training history) or (fold-in, held-out).
+        device : torch.device, optional
+            Where batches go (``Batch.device``); the device of ``net``'s first parameter
+            by default.
+        validation : Validation, optional
+            Scores every epoch; enables ``patience`` and restores the best epoch.
+        on_weights_changed : callable, optional
+            Called whenever the weights change outside a step (after each epoch, after a
+            restore), e.g. to drop caches that depend on them.
         checkpoint : str or Path, optional
             Written atomically after every epoch.
         resume : bool
             Continue from ``checkpoint`` when it exists.
+        identity : dict, optional
+            Plain values that name the run (model class and parameters); a checkpoint
+            written under another identity is refused.
         """
-        m = self.model
-        net, device = m.network_, m.device_
+        if device is None:
+            device = next(net.parameters()).device
+        changed = on_weights_changed or (lambda: None)
+        identity = dict(identity or {})
         trainable = np.flatnonzero(np.diff(rows.indptr) > 0)  # (n_rows,)
-        metric = self._metric_name(valid)
-        optimizer = make_adam(net, m.lr, m.weight_decay)
-        gen = torch.Generator().manual_seed(int(m.seed))
+        metric = validation.metric if validation is not None else None
+        optimizer = make_adam(net, self.lr, self.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
         state = {"epoch": 0, "step": 0, "history": [], "best": None, "best_state": None, "bad_epochs": 0}
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            state = self._load_checkpoint(checkpoint, optimizer, gen)
+            state = self._load_checkpoint(checkpoint, net, optimizer, gen, identity)
+            changed()
         last_good = copy.deepcopy(net.state_dict())
-        bar = tqdm(range(state["epoch"], m.epochs), desc=type(m).__name__, disable=not m.progress,
-                   initial=state["epoch"], total=m.epochs, leave=False)
+        bar = tqdm(range(state["epoch"], self.epochs), desc=self.desc, disable=not self.progress,
+                   initial=state["epoch"], total=self.epochs, leave=False)
         for epoch in bar:
             start = time.perf_counter()
             net.train()
             order = trainable[torch.randperm(len(trainable), generator=gen).numpy()]  # (n_rows,)
             total, n_batches = 0.0, 0
-            for lo in range(0, len(order), m.batch_size):
-                idx = np.sort(order[lo:lo + m.batch_size])  # sorted rows slice faster
+            for lo in range(0, len(order), self.batch_size):
+                idx = np.sort(order[lo:lo + self.batch_size])  # sorted rows slice faster
                 batch = Batch(torch.from_numpy(idx), rows[idx], len(trainable), device, gen)
                 loss = net.loss(batch, state["step"])
                 if not torch.isfinite(loss):
                     net.load_state_dict(last_good)
-                    m._on_weights_changed()
+                    changed()
                     raise TrainingDiverged(
                         f"loss is {loss.item()} at epoch {epoch + 1}, step {state['step']}; "
                         "the model keeps the weights of the last good epoch. Lower lr or raise "
@@ -146,41 +196,32 @@ class Trainer:
                 state["step"] += 1
                 total += loss.item()
                 n_batches += 1
-            m._on_weights_changed()
+            changed()
             record = {"epoch": epoch + 1, "loss": total / max(n_batches, 1),
                       "seconds": time.perf_counter() - start}
-            if metric is not None:
+            if validation is not None:
                 net.eval()
-                record[metric] = m._validation_score(valid, metric)
-                self._early_stopping(state, record[metric], metric, net)
+                record[metric] = float(validation.score())
+                self._early_stopping(state, record[metric], validation.lower_is_better, net)
             state["history"].append(record)
             state["epoch"] = epoch + 1
             last_good = copy.deepcopy(net.state_dict())
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k not in ("epoch", "seconds")})
             if checkpoint is not None:
-                self._save_checkpoint(checkpoint, state, optimizer, gen)
-            if m.patience is not None and state["bad_epochs"] >= m.patience:
+                self._save_checkpoint(checkpoint, state, net, optimizer, gen, identity)
+            if self.patience is not None and state["bad_epochs"] >= self.patience:
                 break
         bar.close()
         if state["best_state"] is not None:
             net.load_state_dict(state["best_state"])
-            m._on_weights_changed()
+            changed()
         net.eval()
-        m.history_ = state["history"]
-        m.best_epoch_ = state.get("best_epoch")
-        return m.history_
+        self.best_epoch = state.get("best_epoch")
+        return state["history"]
 
     # --------------------------------------------------------------- helpers
-    def _metric_name(self, valid) -> str | None:
-        if valid is None:
-            return None
-        name = self.model.valid_metric
-        if name == "auto":
-            name = "rmse" if self.model.predicts_ratings and not isinstance(valid, tuple) else "ndcg@100"
-        return name
-
-    def _early_stopping(self, state: dict, value: float, metric: str, net) -> None:
-        lower_is_better = metric in ("rmse", "mae")
+    @staticmethod
+    def _early_stopping(state: dict, value: float, lower_is_better: bool, net) -> None:
         best = state["best"]
         if math.isnan(value):
             improved = False
@@ -195,37 +236,36 @@ class Trainer:
         else:
             state["bad_epochs"] += 1
 
-    def _save_checkpoint(self, path, state, optimizer, gen) -> None:
-        m = self.model
+    def _save_checkpoint(self, path, state, net, optimizer, gen, identity: dict) -> None:
         payload = {
             "format": "autorec-checkpoint",
-            "class": type(m).__name__,
-            "params": {k: v for k, v in m.get_params().items() if k not in ("epochs", "progress")},
-            "network": m.network_.state_dict(),
+            "identity": identity,
+            "network": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "generator": gen.get_state(),
-            "epoch": state["epoch"],
-            "step": state["step"],
-            "history": state["history"],
-            "best": state["best"],
-            "best_epoch": state.get("best_epoch"),
-            "best_state": state["best_state"],
-            "bad_epochs": state["bad_epochs"],
+            **{k: state.get(k) for k in _RESUMED},
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
-    def _load_checkpoint(self, path, optimizer, gen) -> dict:
-        m = self.model
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != "autorec-checkpoint" or payload["class"] != type(m).__name__:
-            raise ValueError(f"{path}: not a checkpoint of a {type(m).__name__}")
-        params = {k: v for k, v in m.get_params().items() if k not in ("epochs", "progress")}
-        if payload["params"] != params:
-            diff = {k: (payload["params"].get(k), v) for k, v in params.items() if payload["params"].get(k) != v}
-            raise ValueError(f"{path}: checkpoint was written with other parameters (saved, now): {diff}")
-        m.network_.load_state_dict(payload["network"])
+    @staticmethod
+    def _load_checkpoint(path, net, optimizer, gen, identity: dict) -> dict:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelFileError(f"{path}: not a readable checkpoint ({exc})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != "autorec-checkpoint":
+            raise ModelFileError(f"{path}: not an autorec checkpoint")
+        saved = payload.get("identity", {})
+        if saved != identity:
+            diff = {k: (saved.get(k), identity.get(k)) for k in set(saved) | set(identity)
+                    if saved.get(k) != identity.get(k)}
+            raise ModelFileError(f"{path}: checkpoint was written for another run (saved, now): {diff}")
+        net.load_state_dict(payload["network"])
         optimizer.load_state_dict(payload["optimizer"])
         gen.set_state(payload["generator"])
-        m._on_weights_changed()
-        return {k: payload[k] for k in ("epoch", "step", "history", "best", "best_epoch", "best_state", "bad_epochs")}
+        return {k: payload[k] for k in _RESUMED}
+
+
+#: Trainer state carried by a checkpoint besides weights, optimizer and generator
+_RESUMED = ("epoch", "step", "history", "best", "best_epoch", "best_state", "bad_epochs")

@@ -109,7 +109,7 @@ def child(method: str, workdir: Path, k: int, breakdown: bool) -> None:
             with threadpool_limits(1, "blas"):
                 return model.recommend(u, X[u], N=k, filter_already_liked_items=True)
     else:
-        from autorec.baselines import ALS
+        from autorec.models import ALS
 
         model = ALS.from_factors(U, V)
 
@@ -135,7 +135,8 @@ def _breakdown(model, X, k) -> dict:
     """Where autorec's recommend spends its time: the same steps as base.recommend."""
     import torch
 
-    from autorec.base import SCORE_BUDGET_BYTES, _topk_lowest_index_first
+    from autorec.models.base import _topk_lowest_index_first
+    from autorec.ranking import SCORE_BUDGET_BYTES
 
     n = X.shape[0]
     bs = max(1, SCORE_BUDGET_BYTES // (4 * X.shape[1]))

@@ -8,7 +8,7 @@ ndcg/recall/precision/map/mrr/hit_rate at k = 10, 20, 50, 100 plus coverage.
 Two comparisons, measured in the same run on the same data and model:
 
 1. metrics only: the same top-100 lists scored by the vectorised kernels
-   (:class:`autorec._ranking.RankedLists`) vs a per-user loop over Python sets;
+   (:class:`autorec.ranking.RankedLists`) vs a per-user loop over Python sets;
 2. end to end: ``evaluate(model, fold_in, test)`` (batched ``recommend`` + kernels) vs a
    loop that scores one user at a time, masks the seen items, sorts, and computes the
    metrics per user.
@@ -36,8 +36,8 @@ import scipy.sparse as sp
 import torch
 
 import autorec
-from autorec._ranking import PER_USER, RankedLists
-from autorec.base import BaseRecommender
+from autorec.ranking import PER_USER, RankedLists
+from autorec.models.base import BaseRecommender
 from autorec.data import RatingMatrix
 from autorec.metrics import evaluate
 
@@ -227,7 +227,7 @@ process time of the same run (summed over threads). The loop
 scores one user at a time (`model.score`), masks the seen items, sorts all items
 (`np.argsort`, stable) and computes each metric with Python sets; `evaluate` scores
 users in batches through the shared `recommend` (mask + `torch.topk`) and computes all
-metrics at every k from one set of prefix sums (`autorec._ranking.RankedLists`).
+metrics at every k from one set of prefix sums (`autorec.ranking.RankedLists`).
 
 - command: `{cmd.strip()}`
 - CPU: {cpu_name()}, {os.cpu_count()} logical cores visible, torch threads {torch.get_num_threads()};

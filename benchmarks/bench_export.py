@@ -80,14 +80,14 @@ def child(method: str, workdir: Path, k: int, out: Path) -> None:
     if method.startswith("load"):  # the memory an export starts from: data + libraries
         import importlib
 
-        for module in (("autorec.baselines", "autorec.export") if method == "load-autorec"
+        for module in (("autorec.models.als", "autorec.export") if method == "load-autorec"
                        else ("implicit.cpu.als", "pyarrow.parquet")):
             importlib.import_module(module)
         print(json.dumps({"seconds": 0.0, "cpu_seconds": 0.0}))
         return
     start = time.perf_counter()
     if method == "autorec":
-        from autorec.baselines import ALS
+        from autorec.models import ALS
         from autorec.data import RatingMatrix
         from autorec.export import export_topk
 

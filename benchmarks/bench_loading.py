@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from autorec._io import atomic_path
-from autorec.movielens import DATASETS, load_movielens
+from autorec.datasets.movielens import DATASETS, load_movielens
 
 ROOT = Path(__file__).resolve().parents[1]
 ML10M = dict(n_ratings=10_000_054, n_users=69_878, n_items=10_677, user_id_max=71_567,

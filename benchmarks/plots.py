@@ -2,7 +2,7 @@
 
     python benchmarks/plots.py [--results benchmarks/results]
 
-Reads ``histories.csv`` (written by ``autorec benchmark``: one row per epoch of every
+Reads ``histories.csv`` (written by ``benchmarks/paper_tables.py``: one row per epoch of every
 model it trained) and ``autorec_speed.csv`` (written by ``benchmarks/bench_autorec_speed.py``)
 and writes ``learning_curves.png`` and ``autorec_speed.png`` next to them. Plots only
 what those files hold: a missing file or model is left out, never invented.
@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autorec._io import atomic_path  # noqa: E402
-from autorec.bench import PAPER_RMSE  # noqa: E402
+from paper_tables import PAPER_RMSE  # noqa: E402
 
 
 def _save(fig, out: Path) -> bool:

@@ -1,4 +1,4 @@
-"""The benchmark runner's plumbing (``autorec benchmark``), on a small synthetic dataset.
+"""The paper-table runner's plumbing (``benchmarks/paper_tables.py``), on small synthetic data.
 
 The real runs (MovieLens, paper settings) take minutes to hours; these tests check that
 the suites train what they claim, on the protocol they claim, and that the tables put the
@@ -6,11 +6,15 @@ papers' numbers beside ours and merge runs across invocations.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
-from autorec import bench
-from autorec.synthetic import synthetic_ratings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import paper_tables as bench  # noqa: E402
+from autorec.datasets.synthetic import synthetic_ratings
 
 TINY_RATING = {
     "i-autorec": ("i-autorec", {"hidden": 16, "epochs": 3}),
@@ -25,14 +29,15 @@ def R():
 
 def test_rating_suite_trains_on_full_train_part_and_records_curves(R, monkeypatch):
     monkeypatch.setattr(bench, "RATING_MODELS", TINY_RATING)
-    monkeypatch.setattr(bench, "_HISTORIES", [])
-    rows = bench.run_rating("ml-1m", R, range(2), quick=False, log=lambda msg: None)
+    histories = []
+    rows = bench.run_rating("ml-1m", R, range(2), quick=False, log=lambda msg: None,
+                            histories=histories)
     assert [(r["model"], r["seed"]) for r in rows] == [
         ("i-autorec", 0), ("biased-mf", 0), ("i-autorec", 1), ("biased-mf", 1)]
     for r in rows:
         assert r["epochs"] == 3 and 0.3 < r["rmse"] < 2.0 and 0 < r["mae"] <= r["rmse"]
     # the validation curves: first seed only, 3 epochs for each of the 2 models
-    curves = pd.DataFrame(bench._HISTORIES)
+    curves = pd.DataFrame(histories)
     assert set(curves["protocol"]) == {"autorec-valid"} and len(curves) == 6
     assert curves["rmse"].notna().all()
     table = bench.rating_table(pd.DataFrame(rows))
@@ -42,7 +47,6 @@ def test_rating_suite_trains_on_full_train_part_and_records_curves(R, monkeypatc
 
 def test_seeds_change_the_split(R, monkeypatch):
     monkeypatch.setattr(bench, "RATING_MODELS", {"bias-only": ("biased-mf", {"factors": 0, "epochs": 2})})
-    monkeypatch.setattr(bench, "_HISTORIES", [])
     rows = bench.run_rating("x", R, range(2), quick=False, log=lambda msg: None)
     assert rows[0]["rmse"] != rows[1]["rmse"]
 
@@ -51,7 +55,6 @@ def test_seeds_change_the_split(R, monkeypatch):
 def test_topk_suite_picks_on_validation_and_reports_test(R, monkeypatch):
     grids = {"ease": ("ease", [{"l2": 1.0}, {"l2": 1e4}]), "pop": ("pop", [{}])}
     monkeypatch.setattr(bench, "TOPK_GRIDS", grids)
-    monkeypatch.setattr(bench, "_HISTORIES", [])
     logs = []
     rows = bench.run_topk("ml-100k", R, "per-user", quick=False, log=logs.append)
     assert [r["model"] for r in rows] == ["ease", "pop"]

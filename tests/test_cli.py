@@ -5,17 +5,17 @@ import functools
 import json
 import subprocess
 import sys
-import types
 
 import pandas as pd
 import pytest
 
 import autorec
-import autorec.synthetic
-from autorec import _cli_demo, cli
-from autorec._cli_commands import parse_assignments
+import autorec.datasets.synthetic
+from autorec import cli
+from autorec.cli import demo as _cli_demo
+from autorec.cli.options import parse_assignments
 from autorec.protocols import PROTOCOLS
-from autorec.synthetic import synthetic_ratings
+from autorec.datasets.synthetic import synthetic_ratings
 
 pq = pytest.importorskip("pyarrow.parquet")
 pa = pytest.importorskip("pyarrow")
@@ -205,23 +205,11 @@ def test_evaluate_without_config_and_debug(pop_run, tmp_path, capsys):
         cli.main(["evaluate", str(lone), "--debug"])
 
 
-def test_benchmark_delegates(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "autorec.bench", None)
-    monkeypatch.delattr(autorec, "bench", raising=False)
-    code, _, err = run(capsys, "benchmark", "--quick")
-    assert code == 1 and "benchmarks are not available" in err
-    seen = []
-    fake = types.SimpleNamespace(main=lambda argv: seen.append(argv) or 3)
-    monkeypatch.setitem(sys.modules, "autorec.bench", fake)
-    monkeypatch.setattr(autorec, "bench", fake, raising=False)
-    assert run(capsys, "benchmark", "--quick", "--help")[0] == 3 and seen == [["--quick", "--help"]]
-
-
 def test_demo_falls_back_to_synthetic_data(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(_cli_demo, "DEMO_MODELS", {"pop": ("per-user", {}, {}),
                                                    "ease": ("per-user", {"l2": 100.0}, {"l2": 100.0})})
     small = functools.partial(synthetic_ratings, n_users=120, n_items=150)
-    monkeypatch.setattr(autorec.synthetic, "synthetic_ratings", small)
+    monkeypatch.setattr(autorec.datasets, "synthetic_ratings", small)
     code, out, err = run(capsys, "demo", "--quick", "--no-download", "--data-dir", tmp_path)
     assert code == 0
     fallback = [line for line in err.splitlines() if "not found" in line]

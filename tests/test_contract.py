@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import autorec
-from autorec.base import NotFittedError, NotFittedForUser
+from autorec.exceptions import NotFittedError, NotFittedForUser
+
+from .conftest import two_group_ratings
 
 N_USERS, N_ITEMS = 120, 80
 
@@ -32,28 +34,9 @@ FAST = {
 }
 
 
-def _blocks(seed=0):
-    rng = np.random.default_rng(seed)
-    group = np.arange(N_USERS) % 2  # (U,) 0 or 1
-    block = (np.arange(N_ITEMS) >= N_ITEMS // 2).astype(int)  # (I,)
-    rows, cols, vals = [], [], []
-    for g in (0, 1):
-        users = np.flatnonzero(group == g)
-        own, other = np.flatnonzero(block == g), np.flatnonzero(block != g)
-        like = rng.random((len(users), len(own))) < 0.4  # (u, own)
-        hate = rng.random((len(users), len(other))) < 0.1  # (u, other)
-        r, c = np.nonzero(like)
-        rows.append(users[r]), cols.append(own[c]), vals.append(rng.integers(4, 6, len(r)))
-        r, c = np.nonzero(hate)
-        rows.append(users[r]), cols.append(other[c]), vals.append(rng.integers(1, 3, len(r)))
-    R = autorec.RatingMatrix.from_arrays(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
-                                         shape=(N_USERS, N_ITEMS))
-    return R, group, block
-
-
 @pytest.fixture(scope="module")
 def data():
-    return _blocks()
+    return two_group_ratings(n_users=N_USERS, n_items=N_ITEMS)
 
 
 _fitted_cache: dict = {}

@@ -16,7 +16,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from autorec.base import BaseRecommender, NotFittedForUser
+from autorec.exceptions import NotFittedForUser
+from autorec.models.base import BaseRecommender
 from autorec.data import RatingMatrix
 from autorec.export import export_topk, shard_bounds, shard_path
 
@@ -216,7 +217,7 @@ def test_failure_leaves_no_file(data, tmp_path):
 SLOW_EXPORT = """
 import sys, time
 import numpy as np, pandas as pd, scipy.sparse as sp, torch
-from autorec.base import BaseRecommender
+from autorec.models.base import BaseRecommender
 from autorec.data import RatingMatrix
 from autorec.export import export_topk
 

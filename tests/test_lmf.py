@@ -1,8 +1,6 @@
 """LMF (logistic matrix factorization), fitted by ``implicit``: fold-in, layout, saving."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,15 +8,15 @@ import scipy.sparse as sp
 import torch
 
 import autorec
-from autorec.baselines import LMF, Popularity
+from autorec.models import LMF, Popularity
 from autorec.data import RatingMatrix
 
-from .test_baselines import HALF, N_ITEMS, N_USERS, _block_data, _random_data
+from .conftest import HALF, N_ITEMS, N_USERS, block_clicks, random_clicks, ml100k
 
 
 @pytest.fixture(scope="module")
 def block():
-    return _block_data()
+    return block_clicks()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +47,7 @@ def _objective_gradient(model, X, Z, train_X) -> torch.Tensor:
 
 
 def test_fold_in_reaches_a_stationary_point_of_the_objective():
-    R = _random_data(rated=True)  # confidences 1..5
+    R = random_clicks(rated=True)  # confidences 1..5
     model = LMF(factors=6, iterations=5, regularization=0.3).fit(R)
     X = R.X.tolil()
     X[3, :] = 0
@@ -70,13 +68,6 @@ def test_fold_in_reaches_a_stationary_point_of_the_objective():
     torch.testing.assert_close(model.fold_in(X[[5, 17, 2]]), Z[[5, 17, 2]], rtol=1e-5, atol=1e-6)
 
 
-def _ml100k() -> RatingMatrix:
-    folder = os.environ.get("AUTOREC_DATA")
-    if not folder or not (Path(folder) / "ml-100k.zip").exists():
-        pytest.skip("AUTOREC_DATA does not point at a folder with ml-100k.zip")
-    return autorec.load_movielens("ml-100k", data_dir=folder).binarize(4)
-
-
 def _recall_at(model, users, X_train, X_test, k=20) -> float:
     ids, _ = model.recommend(users, X_train, k=k)
     relevant = X_test.toarray() > 0  # (B, n)
@@ -87,7 +78,7 @@ def _recall_at(model, users, X_train, X_test, k=20) -> float:
 
 
 def test_folded_in_users_rank_like_trained_ones_on_ml100k():
-    R = _ml100k()
+    R = ml100k().binarize(4)
     train, test = autorec.split.holdout(R, 0.2, seed=0)
     model = LMF(seed=0).fit(train)  # implicit's defaults: 30 factors
     users = np.flatnonzero(model.known_users_)
@@ -126,7 +117,7 @@ def test_save_load_round_trip_keeps_fold_in(fitted, block, tmp_path):
 def test_fit_and_from_factors_reproduce_implicit():
     from implicit.cpu.lmf import LogisticMatrixFactorization
 
-    R = _random_data(120, 70, density=0.1)
+    R = random_clicks(120, 70, density=0.1)
     X = R.X.tolil()
     X[4, :] = 0  # implicit leaves this user at [0, 1, 0]
     X = X.tocsr()

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from autorec import metrics
-from autorec.base import BaseRecommender
+from autorec.models.base import BaseRecommender
 from autorec.data import RatingMatrix
 from autorec.metrics import (
     average_precision_at_k, coverage, evaluate, hit_rate_at_k, mae, mrr_at_k, ndcg_at_k,

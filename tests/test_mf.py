@@ -6,8 +6,8 @@ import scipy.sparse as sp
 
 import autorec
 from autorec.metrics import rmse
-from autorec.models.mf import damped_biases
-from autorec.synthetic import synthetic_ratings
+from autorec.models.biased_mf import damped_biases
+from autorec.datasets.synthetic import synthetic_ratings
 
 FAST = dict(device="cpu", progress=False, seed=0)
 
@@ -30,13 +30,13 @@ def test_damped_biases_solve_the_bias_only_ridge_problem():
 def test_bias_only_starts_converged_and_factors_beat_it():
     R = synthetic_ratings(n_users=300, n_items=200, density=0.1, seed=1)
     p = autorec.protocols.autorec_protocol(R, valid_size=0.1, seed=0)
-    mean_only = float(np.sqrt(np.mean((p.test.X.data - p.train.X.data.mean()) ** 2)))
+    mean_only = float(np.sqrt(np.mean((p.test.target.X.data - p.train.X.data.mean()) ** 2)))
     bias_only = autorec.BiasedMF(factors=0, epochs=1, **FAST).fit(p.train, p.valid)
     user_bias, item_bias = damped_biases(p.train.X, bias_only.global_mean_)
-    test = p.test.X.tocoo()
+    test = p.test.target.X.tocoo()
     pred = np.clip(bias_only.global_mean_ + user_bias[test.row] + item_bias[test.col], 1, 5)
     closed_form = float(np.sqrt(np.mean((pred - test.data) ** 2)))
-    assert abs(rmse(bias_only, p.test) - closed_form) < 0.01  # one epoch away from the init
-    assert rmse(bias_only, p.test) < 0.95 * mean_only
+    assert abs(rmse(bias_only, p.test.target) - closed_form) < 0.01  # one epoch away from the init
+    assert rmse(bias_only, p.test.target) < 0.95 * mean_only
     mf = autorec.BiasedMF(factors=16, epochs=40, lr=1e-2, **FAST).fit(p.train)
-    assert rmse(mf, p.test) < rmse(bias_only, p.test) - 0.01, (rmse(mf, p.test), rmse(bias_only, p.test))
+    assert rmse(mf, p.test.target) < rmse(bias_only, p.test.target) - 0.01, (rmse(mf, p.test.target), rmse(bias_only, p.test.target))

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 import autorec
-from autorec import movielens
+from autorec.datasets import movielens
 from autorec.data import DataError
-from autorec.movielens import (
+from autorec.datasets.movielens import (
     DATASETS, ChecksumError, DownloadError, dataset_path, download, info, load_movielens,
 )
 

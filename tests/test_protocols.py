@@ -1,15 +1,14 @@
 """Tests of autorec.protocols on synthetic data, and on ml-100k when AUTOREC_DATA has it."""
-import os
-import zipfile
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from autorec import protocols, split
 from autorec.data import RatingMatrix
 from autorec.protocols import PROTOCOLS, Protocol
+
+from .conftest import ml100k
+
 
 
 def synthetic(n_users=300, n_items=150, density=0.12, seed=0, half_stars=True):
@@ -39,21 +38,21 @@ def test_autorec_protocol(R):
     p = protocols.autorec_protocol(R, seed=3)
     assert isinstance(p, Protocol) and p.name == "autorec" and not p.strong
     assert p.params == {"test_size": 0.1, "valid_size": 0.1, "seed": 3}
-    assert p.test.nnz == round(0.1 * R.nnz)
-    assert p.valid.nnz == round(0.1 * (R.nnz - p.test.nnz))
-    assert p.train.nnz + p.valid.nnz + p.test.nnz == R.nnz
-    for M in (p.valid, p.test):
+    assert p.test.target.nnz == round(0.1 * R.nnz)
+    assert p.valid.target.nnz == round(0.1 * (R.nnz - p.test.target.nnz))
+    assert p.train.nnz + p.valid.target.nnz + p.test.target.nnz == R.nnz
+    for M in (p.valid.target, p.test.target):
         assert M.users.equals(p.train.users) and M.items.equals(p.train.items)
-    assert len({*pattern(p.train), *pattern(p.valid), *pattern(p.test)}) == R.nnz
+    assert len({*pattern(p.train), *pattern(p.valid.target), *pattern(p.test.target)}) == R.nnz
     # the test part is the plain holdout's with the same seed
-    assert pattern(p.test) == pattern(split.holdout(R, 0.1, seed=3)[1])
+    assert pattern(p.test.target) == pattern(split.holdout(R, 0.1, seed=3)[1])
     with pytest.raises(AttributeError):
         p.name = "other"  # frozen
 
 
 def test_autorec_protocol_no_valid(R):
     p = protocols.autorec_protocol(R, valid_size=0)
-    assert p.valid is None and p.train.nnz + p.test.nnz == R.nnz
+    assert p.valid is None and p.train.nnz + p.test.target.nnz == R.nnz
     assert "valid" not in p.describe().split(":", 1)[1]
     with pytest.raises(ValueError, match="valid_size"):
         protocols.autorec_protocol(R, valid_size=1.0)
@@ -111,13 +110,13 @@ def test_per_user_holdout(R):
     assert p.name == "per-user" and not p.strong
     assert p.params == {"test_size": 0.2, "valid_size": 0.1, "seed": 2, "threshold": 3.5}
     B = protocols.binarize_above(R, 3.5)
-    assert p.train.nnz + p.valid.nnz + p.test.nnz == B.nnz
+    assert p.train.nnz + p.valid.target.nnz + p.test.target.nnz == B.nnz
     counts = B.user_counts()
-    assert (p.test.user_counts()[counts >= 2] >= 1).all()
-    assert set(np.unique(p.test.X.data)) == {1.0}
+    assert (p.test.target.user_counts()[counts >= 2] >= 1).all()
+    assert set(np.unique(p.test.target.X.data)) == {1.0}
     q = protocols.per_user_holdout(R)
-    assert q.valid is None and q.train.nnz + q.test.nnz == R.nnz
-    assert set(np.unique(q.test.X.data)) > {1.0}  # explicit ratings kept
+    assert q.valid is None and q.train.nnz + q.test.target.nnz == R.nnz
+    assert set(np.unique(q.test.target.X.data)) > {1.0}  # explicit ratings kept
 
 
 @pytest.mark.parametrize("name", sorted(PROTOCOLS))
@@ -125,28 +124,16 @@ def test_params_rebuild_the_same_split(R, name):
     kwargs = {"n_heldout": 20} if name == "strong" else {}
     p = PROTOCOLS[name](R, seed=7, **kwargs)
     q = PROTOCOLS[p.name](R, **p.params)
-    test_p = p.test[1] if p.strong else p.test
-    test_q = q.test[1] if q.strong else q.test
-    assert pattern(test_p) == pattern(test_q)
+    assert pattern(p.test.target) == pattern(q.test.target)
     assert p.describe() == q.describe() and p.describe().startswith(f"{name}(")
 
 
 # ------------------------------------------------------------------- ml-100k
-def _ml100k():
-    folder = os.environ.get("AUTOREC_DATA")
-    path = Path(folder) / "ml-100k.zip" if folder else None
-    if path is None or not path.exists():
-        pytest.skip("AUTOREC_DATA does not point at a folder with ml-100k.zip")
-    with zipfile.ZipFile(path) as z, z.open("ml-100k/u.data") as f:
-        df = pd.read_csv(f, sep="\t", header=None, names=["user", "item", "rating", "timestamp"])
-    return RatingMatrix.from_frame(df, timestamp="timestamp")
-
-
 def test_ml100k_protocols():
-    R = _ml100k()
+    R = ml100k()
     assert R.shape == (943, 1682) and R.nnz == 100_000
     p = protocols.autorec_protocol(R)
-    assert (p.train.nnz, p.valid.nnz, p.test.nnz) == (81_000, 9_000, 10_000)
+    assert (p.train.nnz, p.valid.target.nnz, p.test.target.nnz) == (81_000, 9_000, 10_000)
     s = protocols.strong_generalization(R, n_heldout=50)
     positives = int((R.X.data > 3.5).sum())
     assert positives == 55_375
@@ -155,4 +142,4 @@ def test_ml100k_protocols():
     for fold_in, held_out in (s.valid, s.test):
         assert ((fold_in.user_counts() + held_out.user_counts()) > 0).sum() == 50
     per = protocols.per_user_holdout(R, test_size=0.2)
-    assert (per.train.nnz, per.test.nnz) == (80_000, 20_000)  # every ml-100k user has >= 20
+    assert (per.train.nnz, per.test.target.nnz) == (80_000, 20_000)  # every ml-100k user has >= 20

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from autorec.base import BaseRecommender, _topk_lowest_index_first
+from autorec.models.base import BaseRecommender, _topk_lowest_index_first
 from autorec.data import RatingMatrix
 
 

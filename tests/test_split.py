@@ -5,7 +5,7 @@ import pytest
 
 from autorec import split
 from autorec.data import RatingMatrix
-from autorec.split import SplitWarning
+from autorec.exceptions import SplitWarning
 
 
 def synthetic(n_users=200, n_items=120, density=0.1, seed=0, timestamps=True, half_stars=False):

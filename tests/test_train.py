@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import autorec
-from autorec.train import TrainingDiverged
+from autorec.exceptions import TrainingDiverged
 
-from .test_contract import _blocks
+from .conftest import two_group_ratings
 
 
 @pytest.fixture(scope="module")
 def implicit():
-    R = _blocks()[0].binarize(4)
+    R = two_group_ratings()[0].binarize(4)
     train, valid = autorec.split.per_user(R, test_size=0.2, seed=0)
     return train, valid
 
@@ -46,7 +46,7 @@ def test_resume_refuses_other_parameters(implicit, tmp_path):
     train, _ = implicit
     ckpt = tmp_path / "run.ckpt"
     _dae(epochs=2).fit(train, checkpoint=ckpt)
-    with pytest.raises(ValueError, match="other parameters"):
+    with pytest.raises(ValueError, match="another run"):
         _dae(epochs=4, lr=0.5).fit(train, checkpoint=ckpt, resume=True)
 
 
@@ -71,7 +71,7 @@ def test_early_stopping_restores_best_epoch(implicit):
 
 
 def test_rmse_validation_for_rating_models():
-    R = _blocks()[0]
+    R = two_group_ratings()[0]
     train, valid = autorec.split.holdout(R, test_size=0.2, seed=0)
     model = autorec.BiasedMF(factors=4, epochs=5, lr=1e-2, device="cpu", progress=False).fit(train, valid)
     assert all("rmse" in h for h in model.history_)

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import NotFittedForUser
+from .. import _checks
+from ..exceptions import NotFittedForUser
 from ..data import RatingMatrix
 from ..losses import l2_penalty, masked_sse, observed_sse
 from ._sparse_ops import Pattern, pair_dots, sddmm, spmm
-from .torch_model import TorchRecommender, csr_from_state, csr_to_state
+from .torch_base import TorchRecommender, csr_from_state
 
 __all__ = ["IAutoRec", "UAutoRec", "AutoRecNet", "ROUTES", "resolve_route"]
 
@@ -182,30 +183,19 @@ class _AutoRec(TorchRecommender):
         self.device = device
         self.progress = progress
 
-    # ------------------------------------------------------------- fitting
-    def _check_params(self) -> None:
-        for name in ("hidden", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("activation", "output_activation"):
-            if getattr(self, name) not in ACTIVATIONS:
-                raise ValueError(f"{name} must be one of {sorted(ACTIVATIONS)}, got {getattr(self, name)!r}")
-        if not self.l2 >= 0 or not self.weight_decay >= 0:
-            raise ValueError(f"l2 and weight_decay must be >= 0, got {self.l2!r}, {self.weight_decay!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.route not in ROUTES:
-            raise ValueError(f"route must be one of {ROUTES}, got {self.route!r}")
+    _param_rules = {
+        "activation": _checks.one_of(*ACTIVATIONS), "output_activation": _checks.one_of(*ACTIVATIONS),
+        "route": _checks.one_of(*ROUTES), "default_rating": _checks.positive,
+        "implicit": _checks.boolean,
+    }
 
+    # ------------------------------------------------------------- fitting
     def _prepare(self, train: RatingMatrix) -> None:
-        self._check_params()
         data = train.X.data
         self.rating_range_ = (float(data.min()), float(data.max()))
         self.rating_mean_ = float(data.mean())
         self.known_items_ = np.bincount(train.X.indices, minlength=train.n_items) > 0  # (n_items,)
-        self.train_X_ = train.X
-        self._rows_cache = rows = self._rows_of(train.X)
+        self._rows = rows = self._rows_of(train.X)  # while fitting: the codes are encoded from it
         self.route_ = resolve_route(self.route, rows.nnz / max(rows.shape[0] * rows.shape[1], 1))
         self._on_weights_changed()
 
@@ -214,13 +204,12 @@ class _AutoRec(TorchRecommender):
         return X.T.tocsr() if self._item_based else X
 
     def _training_rows(self, train: RatingMatrix) -> sp.csr_matrix:
-        return self._training_rows_
+        return self._rows
 
-    @property
-    def _training_rows_(self) -> sp.csr_matrix:
-        if getattr(self, "_rows_cache", None) is None:
-            self._rows_cache = self._rows_of(self.train_X_)
-        return self._rows_cache
+    def _finish_fit(self) -> None:
+        """Keep the codes of the training rows (what scoring needs), not the ratings."""
+        self._codes = self._codes_all()
+        self._rows = None
 
     def _build_network(self) -> AutoRecNet:
         n = self.n_users_ if self._item_based else self.n_items_
@@ -229,12 +218,14 @@ class _AutoRec(TorchRecommender):
                           implicit=self.implicit)
 
     def _on_weights_changed(self) -> None:
-        self._codes = None
+        if getattr(self, "_rows", None) is not None:  # fitting: codes follow the weights
+            self._codes = None
 
     def _codes_all(self) -> torch.Tensor:
-        """Codes of every training row (items for I-, users for U-AutoRec), cached."""
+        """Codes of every training row (items for I-, users for U-AutoRec), shape
+        (n_rows, hidden); encoded from the training rows while fitting, then kept."""
         if self._codes is None:
-            net, rows = self.network_, self._training_rows_
+            net, rows = self.network_, self._rows
             self._codes = torch.cat([net.encode(rows[lo:lo + _ENCODE_CHUNK], self.device_)
                                      for lo in range(0, rows.shape[0], _ENCODE_CHUNK)])
         return self._codes
@@ -285,7 +276,7 @@ class _AutoRec(TorchRecommender):
             "rating_range": list(self.rating_range_),
             "rating_mean": self.rating_mean_,
             "known_items": torch.from_numpy(self.known_items_.copy()),
-            "train_X": csr_to_state(self.train_X_),
+            "codes": self._codes_all().detach().cpu(),  # (n_rows, hidden)
             "route": self.route_,
         }
 
@@ -293,10 +284,17 @@ class _AutoRec(TorchRecommender):
         self.rating_range_ = tuple(float(x) for x in state["rating_range"])
         self.rating_mean_ = float(state["rating_mean"])
         self.known_items_ = state["known_items"].numpy().astype(bool)
-        self.train_X_ = csr_from_state(state["train_X"])
         self.route_ = state["route"]
-        self._rows_cache = None
-        self._codes = None
+        self._rows = None
+        if "codes" in state:
+            self._codes = state["codes"].float()
+        else:  # format 1 stored the training ratings: encode them once, keep only the codes
+            self._rows, self._codes = self._rows_of(csr_from_state(state["train_X"])), None
+
+    def _set_state(self, state: dict) -> None:
+        super()._set_state(state)
+        self._codes = self._codes_all().to(self.device_)
+        self._rows = None
 
 
 class IAutoRec(_AutoRec):
@@ -305,7 +303,7 @@ class IAutoRec(_AutoRec):
     The paper's best model (ML-1M RMSE 0.831). Training rows are items; a prediction for
     (u, i) is output ``u`` of item ``i``'s reconstruction. It has no parameters for users
     unseen in training (``folds_in = False``): :meth:`score` raises
-    :class:`~autorec.base.NotFittedForUser` for them and :meth:`predict` returns
+    :class:`~autorec.exceptions.NotFittedForUser` for them and :meth:`predict` returns
     ``default_rating``.
 
     Parameters
@@ -347,7 +345,7 @@ class IAutoRec(_AutoRec):
         """Reconstructed ratings of all items for known users, (B, n_items) float32.
 
         ``X`` is not used: I-AutoRec encodes items, not users. Raises
-        :class:`~autorec.base.NotFittedForUser` for users unseen in training.
+        :class:`~autorec.exceptions.NotFittedForUser` for users unseen in training.
         """
         users, X = self._check_users_X(users, X)
         new = self._is_new(users)

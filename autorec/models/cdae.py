@@ -13,10 +13,11 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .. import _checks
 from ..losses import binary_cross_entropy, l2_penalty, masked_sse
 from ..train import Batch
 from ._sparse_ops import SparseLinear
-from .torch_model import TorchRecommender
+from .torch_base import TorchRecommender
 
 __all__ = ["CDAE"]
 
@@ -87,6 +88,11 @@ class CDAE(TorchRecommender):
         Training, as for every torch model (Adam).
     """
 
+    _param_rules = {
+        "corruption": _checks.probability, "activation": _checks.one_of(*_ACTIVATIONS),
+        "loss": _checks.one_of("bce", "squared"), "negative_samples": _checks.optional(_checks.positive),
+    }
+
     def __init__(self, hidden=50, corruption=0.2, activation="sigmoid", loss="bce", negative_samples=None,
                  l2=0.01, epochs=100, batch_size=256, lr=1e-2, weight_decay=0.0, patience=None,
                  valid_metric="auto", seed=0, device="auto", progress=True):
@@ -105,12 +111,6 @@ class CDAE(TorchRecommender):
         self.seed = seed
         self.device = device
         self.progress = progress
-
-    def _prepare(self, train) -> None:
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, not {self.activation!r}")
-        if self.loss not in ("bce", "squared"):
-            raise ValueError(f"loss must be 'bce' or 'squared', not {self.loss!r}")
 
     def _build_network(self) -> nn.Module:
         return _CDAENetwork(self.n_users_, self.n_items_, self.hidden, self.corruption, self.activation,

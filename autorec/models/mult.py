@@ -15,10 +15,11 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .. import _checks
 from ..losses import gaussian_kl, kl_anneal, l2_penalty, multinomial_nll
 from ..train import Batch
 from ._sparse_ops import SparseLinear
-from .torch_model import TorchRecommender
+from .torch_base import TorchRecommender
 
 __all__ = ["MultDAE", "MultVAE"]
 
@@ -94,6 +95,7 @@ class _MultNetwork(nn.Module):
 
 class _MultBase(TorchRecommender):
     variational = False
+    _param_rules = {"total_anneal_steps": _checks.non_negative_int, "anneal_cap": _checks.non_negative}
 
     def _build_network(self) -> nn.Module:
         return _MultNetwork(

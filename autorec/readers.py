@@ -1,23 +1,85 @@
-"""Readers behind RatingMatrix's constructors: DataFrame and CSV parsing, validation and
-the duplicate policy. Private: use ``RatingMatrix.from_frame`` / ``from_csv``.
+"""Reading ratings from a DataFrame or a CSV file: columns, validation, the duplicate policy.
+
+The readers return plain arrays (:class:`Triplets`); :class:`autorec.data.RatingMatrix`
+builds itself from them (``from_frame`` / ``from_csv``), so this module does not depend on
+it. Every error names the source, the row (and file line) and the value at fault.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .exceptions import DataError
+
+__all__ = ["AlignReport", "Columns", "Triplets", "read_frame", "read_csv", "resolve_duplicates"]
 
 
-def frame_to_matrix(cls, df, user, item, rating, timestamp, users, items, duplicates, source, first_line=None):
-    """Body of ``RatingMatrix.from_frame``; ``first_line``: file line of the first data row."""
-    from .data import AlignReport
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a table hold what; ``rating``/``timestamp`` None when absent."""
 
-    cols = [c for c in (user, item, rating, timestamp) if c is not None]
-    missing = [c for c in cols if c not in df.columns]
+    user: str = "user"
+    item: str = "item"
+    rating: str | None = "rating"
+    timestamp: str | None = None
+
+    @property
+    def present(self) -> list[str]:
+        return [c for c in (self.user, self.item, self.rating, self.timestamp) if c is not None]
+
+
+@dataclass(frozen=True)
+class AlignReport:
+    """What was dropped when ratings were aligned to a fixed vocabulary of ids."""
+
+    unknown_users: pd.Index
+    unknown_items: pd.Index
+    dropped_ratings: int
+
+    def __bool__(self) -> bool:  # True when something was dropped
+        return self.dropped_ratings > 0
+
+
+@dataclass(frozen=True)
+class Triplets:
+    """Ratings as COO arrays plus the raw ids the positions refer to.
+
+    ``user_idx``/``item_idx`` (int64, shape (n,)) are positions in ``users``/``items``;
+    ``ratings`` float32 (n,); ``timestamps`` int64 (n,) or None; ``report`` is set when the
+    ids were aligned to a fixed vocabulary.
+    """
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray | None
+    users: pd.Index
+    items: pd.Index
+    report: AlignReport | None = None
+
+
+def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
+               source: str = "DataFrame", first_line: int | None = None) -> Triplets:
+    """Ratings of a long-format table as :class:`Triplets`.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : Columns
+    users, items : array-like, optional
+        A fixed vocabulary: rows with other ids are dropped and counted in ``report``
+        (with a warning); without it, ids are factorized (sorted) from the table.
+    source : str
+        Name of the table in error messages (a file path for CSV files).
+    first_line : int, optional
+        File line of the first data row, so errors can name file lines.
+    """
+    user, item, rating, timestamp = columns.user, columns.item, columns.rating, columns.timestamp
+    missing = [c for c in columns.present if c not in df.columns]
     if missing:
         raise DataError(
             f"{source}: missing column(s) {missing}; available columns are {list(df.columns)}"
@@ -35,10 +97,9 @@ def frame_to_matrix(cls, df, user, item, rating, timestamp, users, items, duplic
             raise DataError(
                 f"{source}: missing {c} id at {_where(pos, first_line)} (column '{c}')"
             )
-    aligning = users is not None or items is not None
     report = None
     keep = slice(None)
-    if aligning:
+    if users is not None or items is not None:
         users_ix = pd.Index(users) if users is not None else None
         items_ix = pd.Index(items) if items is not None else None
         u_pos = users_ix.get_indexer(df[user]) if users_ix is not None else None  # (n_rows,)
@@ -72,22 +133,20 @@ def frame_to_matrix(cls, df, user, item, rating, timestamp, users, items, duplic
         item_codes, items_index = i_pos[keep], items_ix
     else:
         item_codes, items_index = pd.factorize(df[item][keep], sort=True)
-    R = cls.from_arrays(
-        user_codes, item_codes, vals, users=users_index, items=items_index,
-        timestamps=ts, duplicates=duplicates,
-    )
-    return (R, report) if aligning else R
+    return Triplets(np.asarray(user_codes, np.int64), np.asarray(item_codes, np.int64), vals, ts,
+                    pd.Index(users_index), pd.Index(items_index), report)
 
 
-def read_csv(cls, path, user, item, rating, timestamp, sep, header, names, encoding, duplicates):
-    """Body of ``RatingMatrix.from_csv``."""
+def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
+             names: list[str] | None = None, encoding: str = "utf-8") -> Triplets:
+    """Ratings of a CSV/TSV file as :class:`Triplets` (see ``RatingMatrix.from_csv``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
     if not header and names is None:
-        names = [c for c in (user, item, rating, timestamp) if c is not None]
+        names = columns.present
     engine = "c" if len(sep) == 1 or sep == r"\s+" else "python"
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -108,34 +167,17 @@ def read_csv(cls, path, user, item, rating, timestamp, sep, header, names, encod
             f"{path}: some lines have more fields than the header {list(df.columns)}; "
             f"check sep={sep!r}"
         )
-    needed = [c for c in (user, item, rating, timestamp) if c]
     one_column = df.shape[1] == 1 or (
         df.shape[1] > 1 and len(df) > 0 and df.iloc[:, 1:].isna().all().all()
     )
-    if one_column and len(needed) > 1:
+    if one_column and len(columns.present) > 1:
         guess = _guess_sep(path, encoding, sep)
         hint = f"; the first line looks {guess!r}-separated" if guess else ""
         raise DataError(
             f"{path}: every line parsed as one column; the separator is probably "
             f"not {sep!r}{hint}"
         )
-    return frame_to_matrix(
-        cls,
-        df, user, item, rating, timestamp, None, None, duplicates, str(path),
-        first_line=2 if header else 1,
-    )
-
-
-def _positions(sel, n: int, what: str) -> np.ndarray:
-    """Integer positions from None (all), a boolean mask of length n, or positions."""
-    if sel is None:
-        return np.arange(n)
-    sel = np.asarray(sel)
-    if sel.dtype == bool:
-        if sel.shape != (n,):
-            raise ValueError(f"boolean {what} mask has shape {sel.shape}, expected ({n},)")
-        return np.flatnonzero(sel)
-    return sel.astype(np.int64)
+    return read_frame(df, columns, source=str(path), first_line=2 if header else 1)
 
 
 def _guess_sep(path: Path, encoding: str, sep: str) -> str | None:
@@ -172,7 +214,7 @@ def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=N
     return num.to_numpy(dtype=dtype)
 
 
-def _resolve_duplicates(rows, cols, vals, ts, shape, policy):
+def resolve_duplicates(rows, cols, vals, ts, shape, policy):
     """Sort entries by (row, col) and apply the duplicate policy."""
     if policy not in ("last", "mean", "error"):
         raise ValueError(f"duplicates must be 'last', 'mean' or 'error', not {policy!r}")

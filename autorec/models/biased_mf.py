@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import _checks
 from ..train import Batch
-from .torch_model import TorchRecommender
+from .torch_base import TorchRecommender
 
 __all__ = ["BiasedMF"]
 
@@ -67,6 +68,8 @@ class BiasedMF(TorchRecommender):
     """
 
     predicts_ratings = True
+
+    _param_rules = {"factors": _checks.non_negative_int}
 
     def __init__(self, factors=100, l2=0.07, epochs=50, batch_size=256, lr=1e-3, weight_decay=0.0,
                  patience=None, valid_metric="auto", seed=0, device="auto", progress=True):

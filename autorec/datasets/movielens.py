@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._download import (
-    DEFAULT_MIRROR, ZIP_DAMAGE, DownloadError, cache_dir, fetch, file_digest, member_info,
-    mirror_url, open_archive, read_items, read_member, read_parsed_cache, read_ratings,
-    search_dirs, write_parsed_cache,
+from ..data import RatingMatrix
+from ..exceptions import ChecksumError, DataError, DownloadError
+from .cache import read_parsed_cache, write_parsed_cache
+from .download import (
+    DEFAULT_MIRROR, ZIP_DAMAGE, cache_dir, fetch, file_digest, member_info, mirror_url,
+    open_archive, read_member, search_dirs,
 )
-from .data import DataError, RatingMatrix
+from .parser import read_items, read_ratings
 
 __all__ = [
     "CITATION", "DATASETS", "ChecksumError", "DownloadError", "MovieLensSpec", "dataset_path",
@@ -37,10 +39,6 @@ __all__ = [
 CACHE_FORMAT = 1  # bump when the parsed-cache layout or the parser's output changes
 CITATION = ("F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and "
             "Context. ACM TiiS 5, 4, Article 19. https://doi.org/10.1145/2827872")
-
-
-class ChecksumError(DataError):
-    """An archive's digests match neither the published archive nor its known contents."""
 
 
 @dataclass(frozen=True)
@@ -316,7 +314,7 @@ def _spec(name: str) -> MovieLensSpec:
                         f"{', '.join(DATASETS)}") from None
 
 
-_ADVICE = ("Delete it and download it again (autorec.movielens.download({name!r})), or pass "
+_ADVICE = ("Delete it and download it again (autorec.datasets.download({name!r})), or pass "
            "verify=False to load a file you changed on purpose")
 
 

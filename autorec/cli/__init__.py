@@ -6,8 +6,10 @@
     autorec train --model NAME (--dataset NAME | --ratings FILE) --out DIR [--set key=value ...]
     autorec evaluate RUN/model.pt [--json]
     autorec recommend RUN/model.pt --k 10 --out recs.parquet [--users FILE] [--history FILE]
-    autorec benchmark ...
     autorec demo [--quick]
+
+The paper-table benchmarks are not part of the library: ``python benchmarks/paper_tables.py``
+in a checkout of the repository.
 
 Exit status: 0 success, 1 runtime failure, 2 usage error. Errors are one line on stderr
 (``autorec <command>: error: ...``); ``--debug`` shows the traceback instead.
@@ -15,12 +17,10 @@ Exit status: 0 success, 1 runtime failure, 2 usage error. Errors are one line on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 
-from . import _cli_commands as commands
-from ._cli_commands import UsageError
+from .options import UsageError, device_name, non_negative_int, positive_int
 
 __all__ = ["main", "build_parser"]
 
@@ -42,12 +42,8 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    command_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    delegated = argv[command_at + 1:] if argv[command_at:command_at + 1] == ["benchmark"] else None
     try:
-        args = parser.parse_args(argv if delegated is None else argv[:command_at + 1])
-        if delegated is not None:  # everything after "benchmark" is the benchmarks' own
-            args.bench_args = delegated
+        args = parser.parse_args(argv)
         args.argv = argv
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return int(exc.code or 0)
@@ -77,32 +73,37 @@ def main(argv=None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from .movielens import DATASETS
-    from .protocols import PROTOCOLS
-    from .registry import MODELS
+    from .._version import __version__
+    from ..datasets.movielens import DATASETS
+    from ..models import MODEL_NAMES as MODELS
+    from ..protocols import PROTOCOLS
+    from . import commands, demo
 
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks instead of one-line errors")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars or notes on stderr")
+    device = _Parser(add_help=False)
+    device.add_argument("--device", metavar="DEVICE", type=device_name,
+                        help="auto, cpu, cuda or cuda:N for the models that take a device "
+                             "(default: the model's own, 'auto' for torch models)")
 
     parser = _Parser(prog="autorec", description="AutoRec and autoencoder recommenders, "
                      "MovieLens benchmarks, batched top-k export.")
     # own actions, not common's: a default set here would be shared with every subcommand
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes on stderr")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"autorec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
-    def add(name, help_, func, **kw):
-        p = sub.add_parser(name, help=help_, description=help_, parents=[common], **kw)
+    def add(name, help_, func, parents=(), **kw):
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common, *parents], **kw)
         p.set_defaults(func=func)
         return p
 
     # datasets
-    ds = add("datasets", "list, download or describe the MovieLens datasets", cmd_datasets)
+    ds = add("datasets", "list, download or describe the MovieLens datasets", commands.cmd_datasets)
     ds_sub = ds.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     p = ds_sub.add_parser("list", help="the registered datasets and whether they are here", parents=[common])
     p.add_argument("--dir", help="also look in this folder")
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     # train
-    p = add("train", "train a model under an evaluation protocol and save it", commands.cmd_train)
+    p = add("train", "train a model under an evaluation protocol and save it", commands.cmd_train,
+            parents=[device])
     p.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME", help=", ".join(MODELS))
     _data_options(p, DATASETS, required=True)
     _protocol_options(p, PROTOCOLS)
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for model.pt, config.json, history.csv, metrics.json")
 
     # evaluate
-    p = add("evaluate", "test metrics of a trained model (Markdown table or JSON)", commands.cmd_evaluate)
+    p = add("evaluate", "test metrics of a trained model (Markdown table or JSON)", commands.cmd_evaluate,
+            parents=[device])
     p.add_argument("model_file", metavar="MODEL_FILE", help="a model.pt written by 'autorec train'")
     _data_options(p, DATASETS, required=False,
                   note="default: the data and split in config.json next to MODEL_FILE")
@@ -134,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # recommend
     p = add("recommend", "write the top-k items of every user to CSV, Parquet or JSON lines",
-            commands.cmd_recommend)
+            commands.cmd_recommend, parents=[device])
     p.add_argument("model_file", metavar="MODEL_FILE", help="a model.pt written by 'autorec train'")
-    p.add_argument("--k", type=_positive_int, default=10, help="items per user (default 10)")
+    p.add_argument("--k", type=positive_int, default=10, help="items per user (default 10)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="output file: .csv, .csv.gz, .parquet, .jsonl (or --format)")
     p.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="override the extension")
@@ -145,24 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ratings CSV of (new) users' histories; default: the training data "
                         "rebuilt from config.json")
     _csv_options(p)
-    p.add_argument("--num-shards", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--num-shards", type=positive_int, default=1, metavar="N",
                    help="split the users into N contiguous parts ...")
-    p.add_argument("--shard", type=_non_negative_int, default=0, metavar="I",
+    p.add_argument("--shard", type=non_negative_int, default=0, metavar="I",
                    help="... and write part I, to FILE with -part-0000I-of-0000N before the extension")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="users scored at once")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", help="users scored at once")
     p.add_argument("--titles", action="store_true", help="add a title column (MovieLens)")
     p.add_argument("--include-seen", action="store_true", help="do not exclude the users' history")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
 
-    # benchmark
-    p = add("benchmark", "run the benchmarks (delegates to autorec.bench)", cmd_benchmark,
-            add_help=False)
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmarks")
-
     # demo
-    from . import _cli_demo
     p = add("demo", "train and evaluate seven models on MovieLens 100K (synthetic fallback)",
-            _cli_demo.cmd_demo)
+            demo.cmd_demo)
     p.add_argument("--dataset", default="ml-100k", choices=list(DATASETS), metavar="NAME",
                    help="MovieLens dataset (default ml-100k)")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the archive (else $AUTOREC_DATA, cache)")
@@ -171,49 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", action="store_true", help="use the built-in synthetic data")
     p.add_argument("--seed", type=int, default=0, help="split and model seed (default 0)")
     return parser
-
-
-def cmd_datasets(args) -> int:
-    """``autorec datasets list | download NAME | info NAME``."""
-    from . import movielens
-
-    if args.action == "list":
-        rows = [(n, f"{s.n_ratings:,}", f"{s.n_users:,}", f"{s.n_items:,}",
-                 "yes" if movielens.dataset_path(n, args.dir).is_file() else "no")
-                for n, s in movielens.DATASETS.items()]
-        _print_table(("name", "ratings", "users", "items", "available"), rows)
-    elif args.action == "info":
-        info = movielens.info(args.name)
-        if args.json:
-            print(json.dumps(info, indent=2, default=str))
-        else:
-            for key, value in info.items():
-                print(f"{key}: {', '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
-    else:  # download
-        found = movielens.dataset_path(args.name, args.dir)
-        if found.is_file() and not args.force:
-            print(f"{args.name} is already at {found} (use --force to download again)")
-            return 0
-        path = movielens.download(args.name, dest_dir=args.dir, progress=not args.quiet)
-        print(f"downloaded {args.name} to {path}")
-    return 0
-
-
-def cmd_benchmark(args) -> int:
-    """``autorec benchmark ...``: a thin delegate to ``autorec.bench.main(argv)``."""
-    try:
-        from . import bench
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("autorec.bench",):
-            raise
-        if {"-h", "--help"} & set(args.bench_args):
-            print("usage: autorec benchmark [ARGS ...]\n\nRuns autorec.bench.main(ARGS), which is "
-                  "not installed here; see the scripts in benchmarks/.")
-            return 0
-        raise RuntimeError("benchmarks are not available in this installation "
-                           "(autorec.bench is missing); run the scripts in benchmarks/") from None
-    code = bench.main(list(args.bench_args))
-    return int(code or 0)
 
 
 def _data_options(p, datasets, required: bool, note: str | None = None) -> None:
@@ -246,33 +200,6 @@ def _protocol_options(p, protocols) -> None:
                        help="ranking protocols keep ratings > T (default 3.5 on star ratings)")
     group.add_argument("--split", action="append", default=[], metavar="KEY=VALUE",
                        help="other protocol parameters, e.g. --split test_size=0.2")
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def _print_table(header, rows) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 def _one_line(exc: BaseException) -> str:

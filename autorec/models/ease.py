@@ -1,13 +1,6 @@
-"""Baselines: Popularity, EASE, and the ALS / BPR / LMF wrappers over ``implicit``.
+"""EASE: Steck (2019), "Embarrassingly Shallow Autoencoders for Sparse Data".
 
-* :class:`Popularity` -- number of training ratings per item, the same for every user.
-* :class:`EASE` -- Steck (2019), "Embarrassingly Shallow Autoencoders for Sparse Data":
-  a closed-form item-item model, so it scores any user from a history row.
-* :class:`ALS`, :class:`BPR`, :class:`LMF` -- matrix factorization fitted by ``implicit``
-  (defined in ``autorec/_implicit.py`` and ``autorec/_lmf.py``, re-exported here); users
-  unseen in training are folded in with the item factors fixed.
-
-``BiasedMF`` (explicit ratings) lives in :mod:`autorec.models.mf`.
+A closed-form item-item model, so it scores any user from a history row.
 """
 from __future__ import annotations
 
@@ -15,39 +8,11 @@ import numpy as np
 import torch
 from scipy.linalg import lapack
 
-from ._implicit import ALS, BPR
-from ._lmf import LMF
+from ..data import RatingMatrix
+from .. import _checks
 from .base import BaseRecommender
-from .data import RatingMatrix
 
-__all__ = ["ALS", "BPR", "EASE", "LMF", "Popularity"]
-
-
-class Popularity(BaseRecommender):
-    """Most-rated items first: score = number of training ratings of the item.
-
-    Every user, new or known, gets the same scores (seen items are still excluded by
-    ``recommend``). The floor any personalised model must beat.
-    """
-
-    def __init__(self):
-        pass
-
-    def fit(self, train: RatingMatrix, valid=None) -> Popularity:
-        self._init_fit(train)
-        self.item_counts_ = torch.from_numpy(train.item_counts().astype(np.float32))  # (n_items,)
-        return self
-
-    def score(self, users, X) -> torch.Tensor:
-        users, X = self._check_users_X(users, X)
-        # a fresh (B, n_items) tensor: recommend() writes -inf into it in place
-        return self.item_counts_.unsqueeze(0).repeat(len(users), 1)
-
-    def _get_state(self) -> dict:
-        return {"item_counts": self.item_counts_}
-
-    def _set_state(self, state: dict) -> None:
-        self.item_counts_ = state["item_counts"].float()
+__all__ = ["EASE"]
 
 
 class EASE(BaseRecommender):
@@ -67,6 +32,8 @@ class EASE(BaseRecommender):
     l2 : float
         L2 penalty λ on the weights (the paper uses 500 on ML-20M; > 0).
     """
+
+    _param_rules = {"l2": _checks.positive}
 
     def __init__(self, l2: float = 500.0):
         self.l2 = l2

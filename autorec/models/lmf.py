@@ -1,6 +1,6 @@
 """LMF: logistic matrix factorization (Johnson 2014), fitted by ``implicit``, scored by autorec.
 
-Same plumbing as ALS/BPR (:mod:`autorec._implicit`): ``implicit`` fits the factors, autorec
+Same plumbing as ALS/BPR (:mod:`autorec.models._implicit_base`): ``implicit`` fits the factors, autorec
 keeps them as tensors. Users unseen in training are folded in by maximising the
 expectation of the per-user objective that ``implicit``'s sampled updates climb
 (see :class:`LMF`), with a fixed-curvature Newton (Böhning bound) iteration.
@@ -11,8 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._implicit import _FOLD_BUDGET, _ImplicitMF, _ix, _length_chunks, _padded_rows, _rows
-from .data import RatingMatrix
+from ._implicit_base import _FOLD_BUDGET, _ImplicitMF, _ix, _length_chunks, _padded_rows, _rows
+from ..data import RatingMatrix
 
 __all__ = ["LMF"]
 
@@ -82,16 +82,11 @@ class LMF(_ImplicitMF):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if int(self.neg_prop) != self.neg_prop or self.neg_prop < 1:
-            raise ValueError(f"neg_prop must be a positive integer, got {self.neg_prop!r}")
-        if self.device != "cpu" and not torch.cuda.is_available():
+        if self._device != "cpu" and not torch.cuda.is_available():
             raise RuntimeError(f"device={self.device!r} but torch sees no CUDA device")
 
     def fit(self, train: RatingMatrix, valid=None) -> LMF:
         self._init_fit(train)
-        self._check_params()
         X = _confidences(train.X)
         from implicit.cpu.lmf import LogisticMatrixFactorization
 

@@ -4,7 +4,7 @@ Rating models (I-AutoRec, U-AutoRec, BiasedMF) follow the AutoRec protocol (rand
 split, 10% of train for early stopping, RMSE on the test ratings). Ranking models
 (Mult-VAE, EASE, ALS, Popularity) follow a per-user 80/20 holdout of the ratings >= 4
 (NDCG@10, Recall@20). When MovieLens 100K cannot be found or downloaded, the demo says
-so in one line and runs on the built-in synthetic data (:mod:`autorec.synthetic`).
+so in one line and runs on the built-in synthetic data (:mod:`autorec.datasets.synthetic`).
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def cmd_demo(args) -> int:
 
     Returns 1 when a model failed (its row says why), else 0.
     """
-    from . import metrics
-    from .protocols import autorec_protocol, per_user_holdout
-    from .registry import get_model
+    from .. import metrics
+    from ..models import get_model
+    from ..protocols import autorec_protocol, per_user_holdout
 
     R, source = _load(args)
     started = time.perf_counter()
@@ -66,10 +66,10 @@ def cmd_demo(args) -> int:
             model.fit(split.train, split.valid)
             seconds = time.perf_counter() - start
             if protocol == "autorec":
-                values = {RATING_METRIC: metrics.rmse(model, split.test)}
+                values = {RATING_METRIC: metrics.rmse(model, split.test.target)}
             else:
-                result = metrics.evaluate(model, split.train, split.test,
-                                          metrics=("ndcg", "recall"), ks=(10, 20))
+                result = metrics.evaluate(model, *split.test, metrics=("ndcg", "recall"),
+                                          ks=(10, 20))
                 values = {m: result[m] for m in RANKING_METRICS}
         except Exception as exc:  # one failing model must not hide the others
             if args.debug:
@@ -94,10 +94,9 @@ def cmd_demo(args) -> int:
 
 def _load(args):
     """MovieLens (``--data-dir``, ``$AUTOREC_DATA``, cache, download) or the synthetic data."""
-    from ._download import search_dirs
-    from .data import DataError
-    from .movielens import DATASETS, dataset_path, load_movielens
-    from .synthetic import synthetic_ratings
+    from ..datasets import DATASETS, dataset_path, load_movielens, synthetic_ratings
+    from ..datasets.download import search_dirs
+    from ..exceptions import DataError
 
     fallback = "built-in synthetic data (low-rank, MovieLens-like stars)"
     if args.synthetic:

@@ -14,11 +14,18 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..base import BaseRecommender
+from .. import _checks, metrics
 from ..data import RatingMatrix
-from ..train import Trainer, resolve_device
+from ..exceptions import NotFittedError
+from ..protocols import EvalPart
+from ..train import Trainer, Validation, resolve_device
+from .base import BaseRecommender
 
-__all__ = ["TorchRecommender", "csr_to_state", "csr_from_state", "csr_to_torch"]
+__all__ = ["TorchRecommender", "csr_to_state", "csr_from_state"]
+
+#: constructor parameters that do not change what a run computes (a checkpoint of a run
+#: stopped early resumes under a larger ``epochs``)
+_NOT_IDENTITY = ("epochs", "progress")
 
 
 class TorchRecommender(BaseRecommender):
@@ -29,16 +36,27 @@ class TorchRecommender(BaseRecommender):
     None = off), ``valid_metric`` ("auto", "rmse", "ndcg@K") and ``progress``.
     """
 
+    _param_rules = {
+        "epochs": _checks.positive_int, "batch_size": _checks.positive_int,
+        "lr": _checks.positive, "weight_decay": _checks.non_negative,
+        "seed": _checks.non_negative_int, "patience": _checks.optional(_checks.positive_int),
+        "valid_metric": _checks.metric_name, "device": _checks.device,
+        "progress": _checks.boolean, "l2": _checks.non_negative,
+        "hidden": _checks.positive_int, "dims": _checks.positive_ints,
+        "dropout": _checks.probability,
+    }
+
     def fit(self, train: RatingMatrix, valid=None, *, checkpoint=None, resume: bool = False):
         """Train on ``train``.
 
         Parameters
         ----------
         train : RatingMatrix
-        valid : RatingMatrix or (RatingMatrix, RatingMatrix), optional
-            Held-out ratings of the same users (RMSE for rating models, else NDCG@100 with
-            ``train`` as history), or a ``(fold_in, held_out)`` pair of held-out users.
-            Enables early stopping (``patience``) and restores the best epoch.
+        valid : RatingMatrix or EvalPart, optional
+            Held-out ratings of the training users (RMSE for rating models, else NDCG@100
+            with ``train`` as history), or an :class:`~autorec.protocols.EvalPart` (e.g.
+            ``protocol.valid``: held-out users folded in from their history). Enables early
+            stopping (``patience``) and restores the best epoch.
         checkpoint : str or Path, optional
             A checkpoint file written atomically after every epoch.
         resume : bool
@@ -49,14 +67,23 @@ class TorchRecommender(BaseRecommender):
         self
         """
         self._init_fit(train)
-        self._check_valid(train, valid)
+        part = self._valid_part(train, valid)
         self.device_ = resolve_device(self.device)
         self._prepare(train)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))  # seeded initialisation, global RNG untouched
             self.network_ = self._build_network().to(self.device_)
-        self._train_history = train
-        Trainer(self).fit(self._training_rows(train), valid, checkpoint=checkpoint, resume=resume)
+        trainer = Trainer(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                          weight_decay=self.weight_decay, seed=self.seed, patience=self.patience,
+                          progress=self.progress, desc=type(self).__name__)
+        identity = {"class": type(self).__name__,
+                    **{k: v for k, v in self.get_params().items() if k not in _NOT_IDENTITY}}
+        self.history_ = trainer.fit(
+            self.network_, self._training_rows(train), device=self.device_,
+            validation=self._validation(part), on_weights_changed=self._on_weights_changed,
+            checkpoint=checkpoint, resume=resume, identity=identity)
+        self.best_epoch_ = trainer.best_epoch
+        self._finish_fit()
         return self
 
     # ----------------------------------------------------------- subclass API
@@ -69,6 +96,9 @@ class TorchRecommender(BaseRecommender):
     def _prepare(self, train: RatingMatrix) -> None:
         """Fitted statistics needed before the network is built (e.g. rating range)."""
 
+    def _finish_fit(self) -> None:
+        """Called once training is over: keep what scoring needs, drop the training data."""
+
     def _on_weights_changed(self) -> None:
         """Drop caches that depend on the weights (called by the Trainer)."""
 
@@ -80,24 +110,40 @@ class TorchRecommender(BaseRecommender):
         pass
 
     # ------------------------------------------------------------- validation
-    def _check_valid(self, train: RatingMatrix, valid) -> None:
-        parts = valid if isinstance(valid, tuple) else (valid,) if valid is not None else ()
-        for part in parts:
-            if not isinstance(part, RatingMatrix) or not part.items.equals(train.items):
-                raise ValueError("valid must be RatingMatrix objects with the training items "
-                                 "(use the matrices a split or protocol returns)")
+    @staticmethod
+    def _valid_part(train: RatingMatrix, valid) -> EvalPart | None:
+        if valid is None:
+            return None
+        if isinstance(valid, RatingMatrix):
+            valid = EvalPart(train, valid)
+        if not isinstance(valid, EvalPart):
+            raise TypeError(
+                f"valid must be a RatingMatrix of held-out ratings or an autorec.protocols.EvalPart "
+                f"(e.g. protocol.valid), got {type(valid).__name__}"
+            )
+        for part in (valid.history, valid.target):
+            if not part.items.equals(train.items):
+                raise ValueError("valid must have the training items (use the matrices a split "
+                                 "or protocol returns)")
+        return valid
 
-    def _validation_score(self, valid, metric: str) -> float:
-        from .. import metrics
-
+    def _validation(self, part: EvalPart | None) -> Validation | None:
+        """The Trainer's per-epoch score on ``part``: RMSE or a ranking metric."""
+        if part is None:
+            return None
+        metric = self.valid_metric
+        if metric == "auto":
+            metric = "rmse" if self.predicts_ratings and not part.fold_in else "ndcg@100"
         if metric in ("rmse", "mae"):
-            if isinstance(valid, tuple):
-                raise ValueError(f"valid_metric={metric!r} needs held-out ratings, not a fold-in pair")
-            return getattr(metrics, metric)(self, valid)
+            if part.fold_in:
+                raise ValueError(f"valid_metric={metric!r} needs held-out ratings of training "
+                                 "users, not held-out users to fold in")
+            score = getattr(metrics, metric)
+            return Validation(metric, lambda: score(self, part.target), lower_is_better=True)
         name, _, k = metric.partition("@")
-        history, target = valid if isinstance(valid, tuple) else (self._train_history, valid)
-        result = metrics.evaluate(self, history, target, metrics=(name,), ks=(int(k or 100),))
-        return float(result[metric])
+        ks = (int(k or 100),)
+        return Validation(metric, lambda: float(metrics.evaluate(
+            self, part.history, part.target, metrics=(name,), ks=ks)[metric]))
 
     # ---------------------------------------------------------------- state
     def _get_state(self) -> dict:
@@ -115,8 +161,6 @@ class TorchRecommender(BaseRecommender):
     def _check_fitted(self) -> None:
         super()._check_fitted()
         if not hasattr(self, "network_"):
-            from ..base import NotFittedError
-
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
 
 
@@ -135,13 +179,3 @@ def csr_from_state(state: dict) -> sp.csr_matrix:
         (state["data"].numpy(), state["indices"].numpy(), state["indptr"].numpy()),
         shape=tuple(state["shape"]),
     )
-
-
-def csr_to_torch(X: sp.csr_matrix, device) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR tensor on ``device``."""
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(X.indptr.astype(np.int64)),
-        torch.from_numpy(X.indices.astype(np.int64)),
-        torch.from_numpy(X.data.astype(np.float32)),
-        size=X.shape,
-    ).to(device)

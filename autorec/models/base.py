@@ -18,22 +18,17 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ._io import atomic_path
-from .data import RatingMatrix
+from .._io import atomic_path
+from .._version import __version__
+from ..data import RatingMatrix
+from ..exceptions import ModelFileError, NotFittedError, NotFittedForUser
+from ..ranking import SCORE_BUDGET_BYTES
 
-__all__ = ["BaseRecommender", "NotFittedError", "NotFittedForUser", "load", "SCORE_BUDGET_BYTES"]
+__all__ = ["BaseRecommender", "NotFittedError", "NotFittedForUser", "read_model_file",
+           "SCORE_BUDGET_BYTES"]
 
 FORMAT = "autorec-model"
-FORMAT_VERSION = 1
-SCORE_BUDGET_BYTES = 64 * 2**20  # dense score block held at once by recommend()
-
-
-class NotFittedError(RuntimeError):
-    """The model is used before ``fit``."""
-
-
-class NotFittedForUser(ValueError):
-    """The model cannot score a user it did not see in training (e.g. I-AutoRec)."""
+FORMAT_VERSION = 2  # 2: models keep no training ratings (AutoRec stores its codes)
 
 
 class BaseRecommender:
@@ -48,6 +43,8 @@ class BaseRecommender:
     predicts_ratings: bool = False
     #: the model scores users unseen in training from their history row
     folds_in: bool = True
+    #: constructor parameter -> check (see :mod:`autorec._checks`); merged along the MRO
+    _param_rules: dict = {}
 
     # ------------------------------------------------------------ sklearn habits
     @classmethod
@@ -73,6 +70,15 @@ class BaseRecommender:
             setattr(self, name, value)
         return self
 
+    def _check_params(self) -> None:
+        """Check every constructor argument against the rules of the class and its bases."""
+        rules = {}
+        for klass in reversed(type(self).__mro__):
+            rules.update(vars(klass).get("_param_rules", {}))
+        for name in self._param_names():
+            if name in rules:
+                rules[name](name, getattr(self, name))
+
     def clone(self) -> BaseRecommender:
         """An unfitted copy with the same parameters."""
         return type(self)(**self.get_params())
@@ -91,6 +97,7 @@ class BaseRecommender:
             raise TypeError(f"fit expects a RatingMatrix, got {type(train).__name__}")
         if train.nnz == 0:
             raise ValueError("the training matrix has no ratings")
+        self._check_params()
         self.users_ = train.users
         self.items_ = train.items
         self.known_users_ = np.diff(train.X.indptr) > 0  # (n_users,) rows seen in training
@@ -203,6 +210,19 @@ class BaseRecommender:
         return out_idx, out_scores
 
     # ------------------------------------------------------------ persistence
+    @classmethod
+    def _from_payload(cls, payload: dict, device: str | None = None) -> BaseRecommender:
+        """The fitted model a :func:`read_model_file` payload describes."""
+        params = dict(payload["params"])
+        if device is not None and "device" in params:
+            params["device"] = device
+        model = cls(**params)
+        model.users_ = _ids_from_payload(payload["users"])
+        model.items_ = _ids_from_payload(payload["items"])
+        model.known_users_ = payload["known_users"].numpy().astype(bool)
+        model._set_state(payload["state"])
+        return model
+
     def _get_state(self) -> dict:  # pragma: no cover
         """Fitted state as tensors and plain values (no arbitrary objects)."""
         raise NotImplementedError
@@ -215,8 +235,6 @@ class BaseRecommender:
 
         The file loads with ``torch.load(path, weights_only=True)``: no pickled objects.
         """
-        from . import __version__
-
         self._check_fitted()
         payload = {
             "format": FORMAT,
@@ -235,44 +253,25 @@ class BaseRecommender:
         return path
 
 
-def load(path, device: str | None = None) -> BaseRecommender:
-    """Load a model written by :meth:`BaseRecommender.save`.
+def read_model_file(path) -> dict:
+    """The checked payload of a model file written by :meth:`BaseRecommender.save`.
 
     Uses ``torch.load(..., weights_only=True)``: a file that holds anything but tensors and
-    plain values is refused rather than unpickled.
-
-    Parameters
-    ----------
-    path : str or Path
-    device : str, optional
-        Override the saved ``device`` parameter of torch models (e.g. ``"cpu"``).
+    plain values is refused rather than unpickled. :func:`autorec.models.load` turns the
+    payload into a model.
     """
-    from .registry import MODELS
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupted, truncated, or not weights-only
-        raise ValueError(f"{path}: not a readable autorec model file ({exc})") from exc
+        raise ModelFileError(f"{path}: not a readable autorec model file ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an autorec model file")
+        raise ModelFileError(f"{path}: not an autorec model file")
     if payload["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"{path}: written by a newer autorec (format {payload['format_version']})")
-    by_class = {cls.__name__: cls for cls in MODELS.values()}
-    cls = by_class.get(payload["class"])
-    if cls is None:
-        raise ValueError(f"{path}: unknown model class {payload['class']!r}")
-    params = dict(payload["params"])
-    if device is not None and "device" in params:
-        params["device"] = device
-    model = cls(**params)
-    model.users_ = _ids_from_payload(payload["users"])
-    model.items_ = _ids_from_payload(payload["items"])
-    model.known_users_ = payload["known_users"].numpy().astype(bool)
-    model._set_state(payload["state"])
-    return model
+        raise ModelFileError(f"{path}: written by a newer autorec (format {payload['format_version']})")
+    return payload
 
 
 def _ids_to_payload(index: pd.Index):

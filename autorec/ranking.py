@@ -4,7 +4,7 @@ Inputs shared by every kernel:
 
 ``topk_idx`` : numpy.ndarray of int, shape (B, K)
     Recommended ``item_idx`` per user, best first, ``-1`` for padding (as returned by
-    :meth:`autorec.base.BaseRecommender.recommend`). Items must be distinct within a row.
+    :meth:`autorec.models.base.BaseRecommender.recommend`). Items must be distinct within a row.
     When ``K < k`` the missing positions count as padding; when ``K > k`` only the first
     ``k`` columns are used.
 ``target`` : scipy.sparse matrix, shape (B, n_items)
@@ -26,8 +26,11 @@ import scipy.sparse as sp
 
 __all__ = [
     "RankedLists", "ndcg_at_k", "recall_at_k", "precision_at_k", "average_precision_at_k",
-    "mrr_at_k", "hit_rate_at_k", "coverage",
+    "mrr_at_k", "hit_rate_at_k", "coverage", "SCORE_BUDGET_BYTES",
 ]
+
+#: bytes of the dense (users x items) score block held at once by recommend / evaluate
+SCORE_BUDGET_BYTES = 64 * 2**20
 
 #: per-user metric name -> RankedLists method
 PER_USER = ("ndcg", "recall", "recall_plain", "precision", "map", "mrr", "hit_rate")

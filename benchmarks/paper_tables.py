@@ -1,4 +1,8 @@
-"""MovieLens benchmarks that reproduce the papers' tables: ``autorec benchmark``.
+"""MovieLens benchmarks that reproduce the papers' tables.
+
+Run from a checkout: ``python benchmarks/paper_tables.py --suite rating --datasets ml-1m``.
+Results go to ``benchmarks/results/`` next to this script (``--out`` to change it); the
+printed tables mark rows that come from earlier runs.
 
 Suites (each writes Markdown tables and appends every run to a CSV):
 
@@ -13,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,13 +25,15 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from . import __version__
-from ._io import atomic_path
-from .metrics import evaluate, mae, rmse
-from .models.torch_model import TorchRecommender
-from .movielens import load_movielens
-from .protocols import autorec_protocol, per_user_holdout, strong_generalization
-from .registry import MODELS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's autorec
+from _env import RESULTS, environment  # noqa: E402
+
+from autorec._io import atomic_path  # noqa: E402
+from autorec.datasets import load_movielens  # noqa: E402
+from autorec.metrics import evaluate, mae, rmse  # noqa: E402
+from autorec.models import model_class  # noqa: E402
+from autorec.models.torch_base import TorchRecommender  # noqa: E402
+from autorec.protocols import autorec_protocol, per_user_holdout, strong_generalization  # noqa: E402
 
 PAPER_RMSE = {  # Sedhain et al. 2015, Table 1(a)/(b): random 90/10 split
     "ml-1m": {"i-autorec": 0.831, "u-autorec": 0.874, "biased-mf": 0.845},
@@ -68,7 +72,7 @@ TOPK_METRICS, TOPK_KS = ("ndcg", "recall"), (10, 20, 50, 100)
 
 
 def _make(name: str, params: dict, seed: int, quick: bool):
-    cls = MODELS[name]
+    cls = model_class(name)
     names = cls._param_names()
     params = dict(params)
     for key, value in (("seed", seed), ("progress", False)):
@@ -88,7 +92,7 @@ def _fit(model, train, valid):
     return time.perf_counter() - start
 
 
-def run_rating(dataset: str, R, seeds, quick: bool, log, models=None) -> list[dict]:
+def run_rating(dataset: str, R, seeds, quick: bool, log, models=None, histories=None) -> list[dict]:
     """AutoRec protocol on ``R`` for every rating model and seed; one row per run.
 
     The defaults of each model were chosen on a validation carve of ML-1M's training part
@@ -109,30 +113,26 @@ def run_rating(dataset: str, R, seeds, quick: bool, log, models=None) -> list[di
                 log(f"{dataset} seed {seed} {label}: validation curve, best valid RMSE "
                     f"{min(h['rmse'] for h in model.history_):.4f} ({seconds:.0f}s)")
                 _history_rows(model, {"dataset": dataset, "protocol": "autorec-valid",
-                                      "model": label, "seed": seed}, log)
+                                      "model": label, "seed": seed}, histories)
         proto = autorec_protocol(R, valid_size=0.0, seed=seed)
         for label, (name, params) in chosen.items():
             model = _make(name, params, seed, quick)
             seconds = _fit(model, proto.train, None)
             row = {"suite": "rating", "dataset": dataset, "protocol": "autorec", "model": label,
                    "seed": seed, "params": json.dumps(model.get_params(), default=str),
-                   "rmse": rmse(model, proto.test), "mae": mae(model, proto.test),
+                   "rmse": rmse(model, proto.test.target), "mae": mae(model, proto.test.target),
                    "fit_seconds": seconds, "epochs": len(getattr(model, "history_", []) or [])}
             rows.append(row)
             log(f"{dataset} seed {seed} {label}: test RMSE {row['rmse']:.4f} ({seconds:.0f}s)")
     return rows
 
 
-def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None) -> list[dict]:
+def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None, histories=None) -> list[dict]:
     """Top-k protocol (``strong`` or ``per-user``): grid on validation, report on test."""
     if protocol == "strong":
         proto = strong_generalization(R, n_heldout=HELDOUT_USERS.get(dataset, 600), seed=0)
-        valid_hist, valid_target = proto.valid
-        test_hist, test_target = proto.test
     else:
         proto = per_user_holdout(R, test_size=0.2, valid_size=0.1, threshold=3.5, seed=0)
-        valid_hist = test_hist = proto.train
-        valid_target, test_target = proto.valid, proto.test
     log(proto.describe())
     rows = []
     for label, (name, grid) in TOPK_GRIDS.items():
@@ -142,28 +142,28 @@ def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None) -> l
         for params in (grid[:1] if quick else grid):
             model = _make(name, params, 0, quick)
             seconds = _fit(model, proto.train, proto.valid)
-            score = evaluate(model, valid_hist, valid_target, metrics=("ndcg",), ks=(100,))["ndcg@100"]
+            score = evaluate(model, *proto.valid, metrics=("ndcg",), ks=(100,))["ndcg@100"]
             log(f"{dataset} {protocol} {label} {params}: valid NDCG@100 {score:.4f} ({seconds:.0f}s)")
             if best is None or score > best[0]:
                 best = (score, model, seconds)
         score, model, seconds = best
-        result = evaluate(model, test_hist, test_target, metrics=TOPK_METRICS, ks=TOPK_KS)
+        result = evaluate(model, *proto.test, metrics=TOPK_METRICS, ks=TOPK_KS)
         row = {"suite": "topk", "dataset": dataset, "protocol": protocol, "model": label, "seed": 0,
                "params": json.dumps(model.get_params(), default=str), "valid_ndcg@100": score,
                "fit_seconds": seconds, "n_users": result.n_users}
         for key in result:
             row[key], row[f"{key}_se"] = result[key], result.se[key]
         rows.append(row)
-        _history_rows(model, row, log)
+        _history_rows(model, row, histories)
     return rows
 
 
-_HISTORIES: list[dict] = []
-
-
-def _history_rows(model, row: dict, log) -> None:
+def _history_rows(model, row: dict, histories: list | None) -> None:
+    """Append the model's per-epoch history to ``histories`` (None: keep nothing)."""
+    if histories is None:
+        return
     for h in getattr(model, "history_", None) or []:
-        _HISTORIES.append({"dataset": row["dataset"], "protocol": row["protocol"],
+        histories.append({"dataset": row["dataset"], "protocol": row["protocol"],
                            "model": row["model"], "seed": row["seed"], **h})
 
 
@@ -204,21 +204,6 @@ def topk_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def environment(command: str) -> str:
-    """The header every results file carries: command, versions, machine."""
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"Command: `{command}`\n\nautorec {__version__}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, numpy {np.__version__}, pandas {pd.__version__}; "
-            f"{cpu}, {os.cpu_count()} cores, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
-
-
 def _earlier_runs(runs: pd.DataFrame, command: str) -> str:
     """The other commands whose rows the merged table holds (each row's is in the CSV)."""
     if "command" not in runs:
@@ -247,15 +232,15 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``autorec benchmark``; returns the exit status."""
-    p = argparse.ArgumentParser(prog="autorec benchmark", description=__doc__.split("\n\n")[0])
+    """Entry point; returns the exit status."""
+    p = argparse.ArgumentParser(prog="python benchmarks/paper_tables.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=("rating", "topk", "all"), default="all")
     p.add_argument("--datasets", default=None, help="comma-separated (default: ml-1m; ml-100k with --quick)")
     p.add_argument("--seeds", type=int, default=5, help="seeds of the rating suite (default 5)")
     p.add_argument("--protocols", default="strong,per-user", help="top-k protocols")
     p.add_argument("--models", default=None, help="comma-separated model labels of either suite (default: all)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default=RESULTS, help=f"results folder (default {RESULTS})")
     p.add_argument("--quick", action="store_true", help="ML-100K, 1 seed, 15 epochs, no grid: a few minutes")
     args = p.parse_args(argv)
     quick = args.quick
@@ -263,17 +248,18 @@ def main(argv=None) -> int:
     seeds = range(1 if quick else args.seeds)
     out = Path(args.out)
     tag = "quick-" if quick else ""
-    command = "autorec benchmark " + " ".join(argv if argv is not None else sys.argv[2:])
+    command = "python benchmarks/paper_tables.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"results go to {out.resolve()}", flush=True)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     models = args.models.split(",") if args.models else None
-    rating_rows, topk_rows = [], []
+    rating_rows, topk_rows, histories = [], [], []
     for dataset in datasets:
         R = load_movielens(dataset, args.data_dir)
         if args.suite in ("rating", "all"):
-            rating_rows += run_rating(dataset, R, seeds, quick, log, models)
+            rating_rows += run_rating(dataset, R, seeds, quick, log, models, histories)
         if args.suite in ("topk", "all"):
             for protocol in args.protocols.split(","):
-                topk_rows += run_topk(dataset, R, protocol, quick, log, models)
+                topk_rows += run_topk(dataset, R, protocol, quick, log, models, histories)
     header = environment(command)
     keys = ["dataset", "protocol", "model", "seed"]
     stamp = {"command": command, "run_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -281,12 +267,18 @@ def main(argv=None) -> int:
         runs = _merge(out / f"{tag}rating_runs.csv", pd.DataFrame([{**r, **stamp} for r in rating_rows]), keys)
         _write(out / f"{tag}rating.md", "# Rating prediction (AutoRec protocol)\n\n" + header
                + _earlier_runs(runs, command) + "\n" + rating_table(runs) + "\n")
-        print(rating_table(runs))
+        print(rating_table(runs[runs["command"] == command]))  # this run's rows only
+        print(f"(the table in {out / f'{tag}rating.md'} also holds earlier runs' rows, marked there)")
     if topk_rows:
         runs = _merge(out / f"{tag}topk_runs.csv", pd.DataFrame([{**r, **stamp} for r in topk_rows]), keys)
         _write(out / f"{tag}topk.md", "# Top-k recommendation\n\n" + header + _earlier_runs(runs, command)
                + "\n" + topk_table(runs) + "\n")
-        print(topk_table(runs))
-    if _HISTORIES:
-        _merge(out / f"{tag}histories.csv", pd.DataFrame(_HISTORIES), keys)
+        print(topk_table(runs[runs["command"] == command]))  # this run's rows only
+        print(f"(the table in {out / f'{tag}topk.md'} also holds earlier runs' rows, marked there)")
+    if histories:
+        _merge(out / f"{tag}histories.csv", pd.DataFrame(histories), keys)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

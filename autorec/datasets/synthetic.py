@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data import RatingMatrix
+from ..data import RatingMatrix
 
 __all__ = ["synthetic_ratings"]
 

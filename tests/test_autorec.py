@@ -381,3 +381,31 @@ def test_ml100k_iautorec_quality_gate():
     got = autorec.metrics.rmse(model, p.test.target)
     assert got < ML100K_GATE_RMSE, got
     assert seconds < 60, seconds
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_model_file_keeps_codes_not_ratings_and_format_1_loads(cls, data, tmp_path):
+    """A fitted AutoRec keeps no training ratings; files store its codes (format 2).
+
+    A format-1 file (which stored the training ratings as ``train_X``) still loads: the
+    ratings are encoded once into codes and dropped, giving the same scores.
+    """
+    model = fitted(cls, data)
+    assert not any(isinstance(v, sp.spmatrix) for v in vars(model).values())
+    path = model.save(tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["format_version"] == 2 and "train_X" not in payload["state"]
+    assert payload["state"]["codes"].shape == (model._rows_of(data.X).shape[0], model.hidden)
+    old = dict(payload, format_version=1)
+    old["state"] = {k: v for k, v in payload["state"].items() if k != "codes"}
+    X = data.X  # format 1's layout of the training ratings
+    old["state"]["train_X"] = {"indptr": torch.from_numpy(X.indptr.astype(np.int64)),
+                               "indices": torch.from_numpy(X.indices.astype(np.int64)),
+                               "data": torch.from_numpy(X.data.astype(np.float32)),
+                               "shape": list(X.shape)}
+    torch.save(old, tmp_path / "old.pt")
+    loaded = autorec.load(tmp_path / "old.pt")
+    users = np.arange(data.n_users)
+    np.testing.assert_allclose(loaded.score(users, data.X).numpy(), model.score(users, data.X).numpy(),
+                               rtol=1e-6, atol=1e-6)
+    assert loaded._rows is None

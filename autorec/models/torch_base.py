@@ -21,7 +21,7 @@ from ..protocols import EvalPart
 from ..train import Trainer, Validation, resolve_device
 from .base import BaseRecommender
 
-__all__ = ["TorchRecommender", "csr_to_state", "csr_from_state"]
+__all__ = ["TorchRecommender", "csr_from_state"]
 
 #: constructor parameters that do not change what a run computes (a checkpoint of a run
 #: stopped early resumes under a larger ``epochs``)
@@ -164,17 +164,8 @@ class TorchRecommender(BaseRecommender):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
 
 
-def csr_to_state(X: sp.csr_matrix) -> dict:
-    """A CSR matrix as tensors (weights-only loadable)."""
-    return {
-        "indptr": torch.from_numpy(X.indptr.astype(np.int64)),
-        "indices": torch.from_numpy(X.indices.astype(np.int64)),
-        "data": torch.from_numpy(X.data.astype(np.float32)),
-        "shape": list(X.shape),
-    }
-
-
 def csr_from_state(state: dict) -> sp.csr_matrix:
+    """The training ratings a format-1 model file stored (read when loading such a file)."""
     return sp.csr_matrix(
         (state["data"].numpy(), state["indices"].numpy(), state["indptr"].numpy()),
         shape=tuple(state["shape"]),

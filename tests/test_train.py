@@ -116,3 +116,30 @@ def test_device_auto_resolves():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_automatic_validation_carve_is_seeded_and_switchable():
+    """valid_size > 0 without valid: a seeded carve picks the best epoch; 0 switches it off."""
+    R = two_group_ratings()[0].binarize(4)
+    a = _dae(epochs=6, valid_size=0.2).fit(R)
+    b = _dae(epochs=6, valid_size=0.2).fit(R)
+    assert [h["ndcg@100"] for h in a.history_] == [h["ndcg@100"] for h in b.history_]
+    assert a.best_epoch_ == b.best_epoch_ and 1 <= a.best_epoch_ <= 6
+    off = _dae(epochs=6).fit(R)
+    assert "ndcg@100" not in off.history_[0] and off.best_epoch_ is None
+    # the carve is what a user would get from split.per_user with the model's seed
+    train, valid = autorec.split.per_user(R, test_size=0.2, seed=0)
+    explicit = _dae(epochs=6).fit(train, valid)
+    assert [h["ndcg@100"] for h in explicit.history_] == [h["ndcg@100"] for h in a.history_]
+    with pytest.raises(ValueError, match="valid_size"):
+        _dae(valid_size=1.0).fit(R)
+
+
+def test_carve_codes_cover_the_whole_training_part():
+    """U-AutoRec with a carve: the codes it keeps encode every training rating."""
+    R = two_group_ratings()[0]
+    model = autorec.UAutoRec(hidden=8, epochs=3, valid_size=0.2, device="cpu", progress=False).fit(R)
+    codes = model._codes_all()
+    full = model.network_.encode(R.X)
+    torch.testing.assert_close(codes, full)
+    assert model.history_[0]["rmse"] > 0

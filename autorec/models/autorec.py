@@ -164,7 +164,7 @@ class _AutoRec(TorchRecommender):
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 implicit=False, route="auto", patience=None, valid_metric="auto", seed=0,
+                 implicit=False, route="auto", patience=None, valid_metric="auto", valid_size=0.0, seed=0,
                  device="auto", progress=True):
         self.hidden = hidden
         self.l2 = l2
@@ -179,6 +179,7 @@ class _AutoRec(TorchRecommender):
         self.route = route
         self.patience = patience
         self.valid_metric = valid_metric
+        self.valid_size = valid_size
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -206,10 +207,12 @@ class _AutoRec(TorchRecommender):
     def _training_rows(self, train: RatingMatrix) -> sp.csr_matrix:
         return self._rows
 
-    def _finish_fit(self) -> None:
-        """Keep the codes of the training rows (what scoring needs), not the ratings."""
+    def _finish_fit(self, train: RatingMatrix) -> None:
+        """Keep the codes of the whole training part's rows (what scoring needs), not the
+        ratings: with a validation carve, the carved ratings are encoded too."""
+        self._rows, self._codes = self._rows_of(train.X), None
         self._codes = self._codes_all()
-        self._rows = None
+        self._rows = None  # known_items_ stays the trained part's: their weights were fitted
 
     def _build_network(self) -> AutoRecNet:
         n = self.n_users_ if self._item_based else self.n_items_
@@ -327,6 +330,9 @@ class IAutoRec(_AutoRec):
         ``"sparse"`` (cost O(nnz x hidden)) below 25% observed cells, else ``"dense"``
         (the dense masked reference); see :func:`resolve_route`.
     patience, valid_metric : early stopping on ``fit(train, valid)`` (RMSE by default).
+    valid_size : float
+        Share of the training ratings carved out for validation when ``fit`` gets no
+        ``valid`` (seeded; 0 = off); see :class:`~autorec.models.torch_base.TorchRecommender`.
     seed, device, progress : initialisation / shuffling seed, "auto"/"cpu"/"cuda", bar.
     """
 
@@ -335,11 +341,11 @@ class IAutoRec(_AutoRec):
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 implicit=False, route="auto", patience=None, valid_metric="auto", seed=0,
+                 implicit=False, route="auto", patience=None, valid_metric="auto", valid_size=0.0, seed=0,
                  device="auto", progress=True):
         super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
                          weight_decay, default_rating, implicit, route, patience, valid_metric,
-                         seed, device, progress)
+                         valid_size, seed, device, progress)
 
     def score(self, users, X) -> torch.Tensor:
         """Reconstructed ratings of all items for known users, (B, n_items) float32.
@@ -377,11 +383,11 @@ class UAutoRec(_AutoRec):
 
     def __init__(self, hidden=500, l2=500.0, activation="sigmoid", output_activation="identity",
                  epochs=50, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 implicit=False, route="auto", patience=None, valid_metric="auto", seed=0,
+                 implicit=False, route="auto", patience=None, valid_metric="auto", valid_size=0.0, seed=0,
                  device="auto", progress=True):
         super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
                          weight_decay, default_rating, implicit, route, patience, valid_metric,
-                         seed, device, progress)
+                         valid_size, seed, device, progress)
 
     def score(self, users, X) -> torch.Tensor:
         """Reconstruction of the history rows ``X``, (B, n_items) float32 (folds users in)."""

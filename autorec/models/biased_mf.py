@@ -58,7 +58,7 @@ class BiasedMF(TorchRecommender):
         Latent dimension; 0 gives the bias-only model (μ + b_u + b_i).
     l2 : float
         Per-rating λ on factors and biases.
-    epochs, batch_size, lr, weight_decay, seed, device, patience, valid_metric, progress
+    epochs, batch_size, lr, weight_decay, seed, device, patience, valid_metric, valid_size, progress
         Adam on batches of ``batch_size`` users, as for every torch model. Defaults chosen
         on a validation carve of ML-1M's training ratings (valid RMSE 0.8497 at epoch 49,
         flat to 60; see benchmarks/results/biasedmf_tuning.md).
@@ -72,7 +72,7 @@ class BiasedMF(TorchRecommender):
     _param_rules = {"factors": _checks.non_negative_int}
 
     def __init__(self, factors=100, l2=0.07, epochs=50, batch_size=256, lr=1e-3, weight_decay=0.0,
-                 patience=None, valid_metric="auto", seed=0, device="auto", progress=True):
+                 patience=None, valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         self.factors = factors
         self.l2 = l2
         self.epochs = epochs
@@ -81,6 +81,7 @@ class BiasedMF(TorchRecommender):
         self.weight_decay = weight_decay
         self.patience = patience
         self.valid_metric = valid_metric
+        self.valid_size = valid_size
         self.seed = seed
         self.device = device
         self.progress = progress

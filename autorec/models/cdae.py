@@ -84,7 +84,7 @@ class CDAE(TorchRecommender):
         Sampled negatives per observed item in the loss; None uses every item.
     l2 : float
         λ of the L2 term λ/2 ||θ||².
-    epochs, batch_size, lr, weight_decay, seed, device, patience, valid_metric, progress
+    epochs, batch_size, lr, weight_decay, seed, device, patience, valid_metric, valid_size, progress
         Training, as for every torch model (Adam).
     """
 
@@ -95,7 +95,7 @@ class CDAE(TorchRecommender):
 
     def __init__(self, hidden=50, corruption=0.2, activation="sigmoid", loss="bce", negative_samples=None,
                  l2=0.01, epochs=100, batch_size=256, lr=1e-2, weight_decay=0.0, patience=None,
-                 valid_metric="auto", seed=0, device="auto", progress=True):
+                 valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         self.hidden = hidden
         self.corruption = corruption
         self.activation = activation
@@ -108,6 +108,7 @@ class CDAE(TorchRecommender):
         self.weight_decay = weight_decay
         self.patience = patience
         self.valid_metric = valid_metric
+        self.valid_size = valid_size
         self.seed = seed
         self.device = device
         self.progress = progress

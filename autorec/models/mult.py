@@ -127,11 +127,14 @@ class MultDAE(_MultBase):
         Early stopping on the validation metric; the best epoch is restored either way.
     valid_metric : str
         "auto" = NDCG@100.
+    valid_size : float
+        Share of each user's items carved out for validation when ``fit`` gets no
+        ``valid`` (seeded; 0 = off); see :class:`~autorec.models.torch_base.TorchRecommender`.
     progress : bool
     """
 
     def __init__(self, dims=(200,), dropout=0.5, l2=0.01, epochs=200, batch_size=500, lr=1e-3,
-                 weight_decay=0.0, patience=None, valid_metric="auto", seed=0, device="auto", progress=True):
+                 weight_decay=0.0, patience=None, valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         self.dims = dims
         self.dropout = dropout
         self.l2 = l2
@@ -141,6 +144,7 @@ class MultDAE(_MultBase):
         self.weight_decay = weight_decay
         self.patience = patience
         self.valid_metric = valid_metric
+        self.valid_size = valid_size
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -161,7 +165,7 @@ class MultVAE(_MultBase):
         Weight of ``sum ||W||^2`` (0: the paper relies on the KL term and dropout).
     epochs, batch_size, lr, weight_decay, seed, device
         Adam training (200 epochs, batches of 500 users, lr 1e-3).
-    patience, valid_metric, progress
+    patience, valid_metric, valid_size, progress
         As in :class:`MultDAE`.
     """
 
@@ -169,7 +173,7 @@ class MultVAE(_MultBase):
 
     def __init__(self, dims=(600, 200), dropout=0.5, total_anneal_steps=200_000, anneal_cap=0.2, l2=0.0,
                  epochs=200, batch_size=500, lr=1e-3, weight_decay=0.0, patience=None,
-                 valid_metric="auto", seed=0, device="auto", progress=True):
+                 valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         self.dims = dims
         self.dropout = dropout
         self.total_anneal_steps = total_anneal_steps
@@ -181,6 +185,7 @@ class MultVAE(_MultBase):
         self.weight_decay = weight_decay
         self.patience = patience
         self.valid_metric = valid_metric
+        self.valid_size = valid_size
         self.seed = seed
         self.device = device
         self.progress = progress

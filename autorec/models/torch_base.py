@@ -33,7 +33,16 @@ class TorchRecommender(BaseRecommender):
 
     Subclasses define ``__init__`` with the shared hyperparameter names ``epochs,
     batch_size, lr, weight_decay, seed, device`` plus ``patience`` (early stopping,
-    None = off), ``valid_metric`` ("auto", "rmse", "ndcg@K") and ``progress``.
+    None = off), ``valid_metric`` ("auto", "rmse", "ndcg@K"), ``valid_size`` and
+    ``progress``.
+
+    **Automatic validation carve.** When ``fit`` gets no ``valid`` and ``valid_size > 0``,
+    a seeded share of the training part is held out (rating models: a random
+    ``valid_size`` of the ratings, :func:`autorec.split.holdout`; ranking models: of each
+    user's items, :func:`autorec.split.per_user`), the network trains on the rest, and the
+    epoch with the best validation score is kept (with ``patience``, training stops early).
+    What scoring needs after fitting (AutoRec's codes, the users known) comes from the
+    whole training part. ``valid_size=0`` switches it off; an explicit ``valid`` wins.
     """
 
     _param_rules = {
@@ -43,7 +52,7 @@ class TorchRecommender(BaseRecommender):
         "valid_metric": _checks.metric_name, "device": _checks.device,
         "progress": _checks.boolean, "l2": _checks.non_negative,
         "hidden": _checks.positive_int, "dims": _checks.positive_ints,
-        "dropout": _checks.probability,
+        "dropout": _checks.probability, "valid_size": _checks.probability,
     }
 
     def fit(self, train: RatingMatrix, valid=None, *, checkpoint=None, resume: bool = False):
@@ -67,6 +76,9 @@ class TorchRecommender(BaseRecommender):
         self
         """
         self._init_fit(train)
+        full = train
+        if valid is None and getattr(self, "valid_size", 0.0) > 0:
+            train, valid = self._carve(train)
         part = self._valid_part(train, valid)
         self.device_ = resolve_device(self.device)
         self._prepare(train)
@@ -83,8 +95,20 @@ class TorchRecommender(BaseRecommender):
             validation=self._validation(part), on_weights_changed=self._on_weights_changed,
             checkpoint=checkpoint, resume=resume, identity=identity)
         self.best_epoch_ = trainer.best_epoch
-        self._finish_fit()
+        self._finish_fit(full)
         return self
+
+    def _carve(self, train: RatingMatrix) -> tuple[RatingMatrix, RatingMatrix]:
+        """The automatic validation carve of ``train`` (seeded by ``seed``), see the class."""
+        import warnings
+
+        from .. import split
+        from ..exceptions import SplitWarning
+
+        how = split.holdout if self.predicts_ratings else split.per_user
+        with warnings.catch_warnings():  # users with one rating simply stay in training
+            warnings.simplefilter("ignore", SplitWarning)
+            return how(train, test_size=float(self.valid_size), seed=int(self.seed))
 
     # ----------------------------------------------------------- subclass API
     def _build_network(self) -> torch.nn.Module:  # pragma: no cover
@@ -96,8 +120,9 @@ class TorchRecommender(BaseRecommender):
     def _prepare(self, train: RatingMatrix) -> None:
         """Fitted statistics needed before the network is built (e.g. rating range)."""
 
-    def _finish_fit(self) -> None:
-        """Called once training is over: keep what scoring needs, drop the training data."""
+    def _finish_fit(self, train: RatingMatrix) -> None:
+        """Called once training is over with the whole training part (the carve included):
+        keep what scoring needs, drop the training data."""
 
     def _on_weights_changed(self) -> None:
         """Drop caches that depend on the weights (called by the Trainer)."""

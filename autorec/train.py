@@ -26,7 +26,16 @@ from tqdm.auto import tqdm
 from ._io import atomic_path
 from .exceptions import ModelFileError, TrainingDiverged
 
-__all__ = ["Batch", "Trainer", "TrainingDiverged", "Validation", "resolve_device"]
+__all__ = ["Batch", "OPTIMIZERS", "Trainer", "TrainingDiverged", "Validation", "resolve_device"]
+
+#: the Trainer's optimisers: "adam" (minibatches, the default), and the full-batch
+#: "rprop" and "lbfgs" (one step per epoch on the gradient of all rows; Sedhain et al. 2015
+#: trained AutoRec this way)
+OPTIMIZERS = ("adam", "rprop", "lbfgs")
+#: L-BFGS memory (pairs of past steps kept)
+LBFGS_HISTORY = 20
+#: most loss evaluations of one L-BFGS line search
+LBFGS_MAX_LS = 20
 
 
 @dataclass
@@ -94,15 +103,47 @@ def make_adam(net: torch.nn.Module, lr: float, weight_decay: float):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def make_optimizer(name: str, net: torch.nn.Module, lr: float, weight_decay: float):
+    """The optimiser called ``name`` (one of :data:`OPTIMIZERS`) over ``net``'s parameters.
+
+    ``"rprop"``: :class:`torch.optim.Rprop`, ``lr`` is the initial per-weight step.
+    ``"lbfgs"``: :class:`torch.optim.LBFGS` with a strong-Wolfe line search, one iteration per
+    ``step`` (its memory carries over between steps); ``lr`` scales the line search's first
+    trial step (1.0 is the usual choice). Neither takes ``weight_decay``: put the L2 term in
+    the loss (AutoRec's ``l2`` is).
+    """
+    if name == "adam":
+        return make_adam(net, lr, weight_decay)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if weight_decay:
+        raise ValueError(f"optimizer={name!r} takes no weight_decay (got {weight_decay}); "
+                         "regularise in the loss instead")
+    params = list(net.parameters())
+    if name == "rprop":
+        return torch.optim.Rprop(params, lr=lr)
+    # max_eval bounds the line search's evaluations (torch's default, 5/4 max_iter, would
+    # leave one: a step that overshoots is then never shortened and L-BFGS stalls)
+    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=1 + LBFGS_MAX_LS,
+                             history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe",
+                             tolerance_grad=0.0, tolerance_change=0.0)
+
+
 class Trainer:
     """The one training loop: seeded minibatches of sparse rows, Adam, early stopping.
 
     Parameters
     ----------
     epochs, batch_size : int
-        Passes over the trainable rows, and rows per step.
+        Passes over the trainable rows, and rows per step. With a full-batch ``optimizer``
+        an epoch is one step on the gradient of all rows, and ``batch_size`` only sets how
+        many rows are put through the network at once (their gradients are summed).
     lr, weight_decay : float
-        Adam's learning rate and (coupled) weight decay.
+        The optimiser's learning rate (see :func:`make_optimizer`) and Adam's (coupled)
+        weight decay.
+    optimizer : {"adam", "rprop", "lbfgs"}
+        ``"adam"`` (default): shuffled minibatches. ``"rprop"`` / ``"lbfgs"``: full batch,
+        deterministic (no shuffling), L-BFGS re-evaluating the loss in its line search.
     seed : int
         Seeds the one generator of all training randomness.
     patience : int, optional
@@ -122,7 +163,10 @@ class Trainer:
 
     def __init__(self, *, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
                  seed: int = 0, patience: int | None = None, progress: bool = False,
-                 desc: str = "train"):
+                 desc: str = "train", optimizer: str = "adam"):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        self.optimizer = optimizer
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.seed, self.patience = int(seed), patience
@@ -164,7 +208,8 @@ class Trainer:
         identity = dict(identity or {})
         trainable = np.flatnonzero(np.diff(rows.indptr) > 0)  # (n_rows,)
         metric = validation.metric if validation is not None else None
-        optimizer = make_adam(net, self.lr, self.weight_decay)
+        optimizer = make_optimizer(self.optimizer, net, self.lr, self.weight_decay)
+        full_batch = self.optimizer != "adam"
         gen = torch.Generator().manual_seed(self.seed)
         state = {"epoch": 0, "step": 0, "history": [], "best": None, "best_state": None, "bad_epochs": 0}
         if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -178,7 +223,11 @@ class Trainer:
             net.train()
             order = trainable[torch.randperm(len(trainable), generator=gen).numpy()]  # (n_rows,)
             total, n_batches = 0.0, 0
-            for lo in range(0, len(order), self.batch_size):
+            if full_batch:  # one step on the gradient of every row; the loop below is idle
+                total, n_batches = self._full_batch_step(net, rows, trainable, device, gen, optimizer,
+                                                         state, epoch, last_good, changed), 1
+                state["step"] += 1
+            for lo in range(0, 0 if full_batch else len(order), self.batch_size):
                 idx = np.sort(order[lo:lo + self.batch_size])  # sorted rows slice faster
                 batch = Batch(torch.from_numpy(idx), rows[idx], len(trainable), device, gen)
                 loss = net.loss(batch, state["step"])
@@ -220,6 +269,36 @@ class Trainer:
         return state["history"]
 
     # --------------------------------------------------------------- helpers
+    def _full_batch_step(self, net, rows, trainable, device, gen, optimizer, state, epoch,
+                         last_good, changed) -> float:
+        """One Rprop / L-BFGS step on the full objective; returns its loss before the step.
+
+        The closure sums the losses (and gradients) of ``batch_size``-row chunks in row
+        order: each chunk's regulariser is scaled by its share of the rows, so the sum is
+        the whole objective. L-BFGS calls it again in its line search.
+        """
+        chunks = [np.asarray(trainable[lo:lo + self.batch_size])
+                  for lo in range(0, len(trainable), self.batch_size)]
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for idx in chunks:
+                loss = net.loss(Batch(torch.from_numpy(idx), rows[idx], len(trainable), device, gen),
+                                state["step"])
+                if not torch.isfinite(loss):
+                    net.load_state_dict(last_good)
+                    changed()
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at epoch {epoch + 1} ({self.optimizer}); the model "
+                        "keeps the weights of the last good epoch. Lower lr or raise the "
+                        "regularisation.")
+                loss.backward()
+                total += loss.item()
+            return torch.tensor(total)
+
+        return float(optimizer.step(closure))
+
     @staticmethod
     def _early_stopping(state: dict, value: float, lower_is_better: bool, net) -> None:
         best = state["best"]

@@ -4,6 +4,7 @@
 name            class                   file
 ==============  ======================  =====================================
 ``i-autorec``   :class:`IAutoRec`       ``autorec.py`` (with ``u-autorec``)
+``kernel-i-...`` :class:`KernelIAutoRec` ``kernel_autorec.py``
 ``cdae``        :class:`CDAE`           ``cdae.py``
 ``mult-dae``    :class:`MultDAE`        ``mult.py`` (with ``mult-vae``)
 ``biased-mf``   :class:`BiasedMF`       ``biased_mf.py``
@@ -32,6 +33,7 @@ __all__ = ["MODELS", "MODEL_NAMES", "get_model", "load", "model_class"]
 _REGISTRY = {
     "i-autorec": "autorec:IAutoRec",
     "u-autorec": "autorec:UAutoRec",
+    "kernel-i-autorec": "kernel_autorec:KernelIAutoRec",
     "cdae": "cdae:CDAE",
     "mult-dae": "mult:MultDAE",
     "mult-vae": "mult:MultVAE",

@@ -12,8 +12,14 @@ trained on the observed entries only (paper eq. 2)::
 
 where ``||.||_O`` sums over observed ratings. With minibatches of ``B`` of the ``n_rows``
 rows the regulariser is scaled by ``B / n_rows``, so one epoch sums to the paper's
-objective. The optimiser is Adam (the paper used L-BFGS / Rprop); the defaults were tuned
+objective. The optimiser is Adam by default; ``optimizer="rprop"`` / ``"lbfgs"`` is the
+paper's full-batch optimisation (:class:`autorec.train.Trainer`). The defaults were tuned
 on a validation split of ML-1M, see ``benchmarks/results/autorec_tuning.md``.
+
+``hidden=(500, 250, 500)`` is the paper's deep I-AutoRec: ``g`` after every hidden layer,
+the first layer sparse (``r V``) and the decoder evaluated at the observed entries as in
+the shallow net; the middle layers are dense ``nn.Linear`` s on the codes, and their
+weights join the L2 term.
 
 Training cost scales with the number of observed ratings (``route="sparse"``): the
 encoder and every backward product run through sparse kernels and the decoder is evaluated
@@ -32,7 +38,9 @@ from .. import _checks
 from ..exceptions import NotFittedForUser
 from ..data import RatingMatrix
 from ..losses import l2_penalty, masked_sse, observed_sse
+from .biased_mf import damped_biases
 from ._sparse_ops import Pattern, pair_dots, sddmm, spmm
+from ..train import OPTIMIZERS
 from .torch_base import TorchRecommender, csr_from_state
 
 __all__ = ["IAutoRec", "UAutoRec", "AutoRecNet", "ROUTES", "resolve_route"]
@@ -54,6 +62,7 @@ ROUTES = ("auto", "sparse", "sparse-mm", "dense")
 #: 66 / 90; 0.3: all within 5%; 0.5: dense 53 / 98 against sparse 83 / 161.
 SPARSE_MAX_DENSITY = 0.25
 _ENCODE_CHUNK = 4096  # rows encoded at once when caching codes
+_DAMPING = 5.0  # of the damped-mean biases of ``residual``
 
 
 def resolve_route(route: str, density: float) -> str:
@@ -73,33 +82,49 @@ def resolve_route(route: str, density: float) -> str:
 class AutoRecNet(nn.Module):
     """The AutoRec autoencoder over rows of length ``n``.
 
-    Parameters are stored row-major for the sparse kernels: ``V`` (n, hidden) is the
-    encoder (``z = r @ V + mu``), ``W`` (n, hidden) the decoder (``out = h @ W.T + b``).
+    Parameters are stored row-major for the sparse kernels: ``V`` (n, hidden[0]) is the
+    encoder (``z = r @ V + mu``), ``W`` (n, hidden[-1]) the decoder (``out = h @ W.T + b``).
+    ``hidden`` is an int (one hidden layer, the paper's AutoRec) or a tuple of layer sizes
+    (deep AutoRec): the layers between the first and the last are ``layers``, dense
+    ``nn.Linear`` s, each followed by ``g``.
     """
 
-    def __init__(self, n: int, hidden: int, activation: str = "sigmoid",
+    def __init__(self, n: int, hidden, activation: str = "sigmoid",
                  output_activation: str = "identity", l2: float = 0.0, route: str = "sparse",
                  init_bias: float = 0.0, implicit: bool = False):
         super().__init__()
         self.g, self.f = ACTIVATIONS[activation], ACTIVATIONS[output_activation]
         self.l2, self.route, self.implicit = float(l2), route, bool(implicit)
         self.kernels = "bag"  # Pattern backend of the sparse products ("scipy": comparison)
-        bound_v, bound_w = 1.0 / np.sqrt(n), 1.0 / np.sqrt(hidden)  # nn.Linear's init
-        self.V = nn.Parameter(torch.empty(n, hidden).uniform_(-bound_v, bound_v))
-        self.mu = nn.Parameter(torch.zeros(hidden))
-        self.W = nn.Parameter(torch.empty(n, hidden).uniform_(-bound_w, bound_w))
-        self.b = nn.Parameter(torch.full((n,), float(init_bias)))
+        sizes = hidden_sizes(hidden)
+        first, last = sizes[0], sizes[-1]
+        bound_v, bound_w = 1.0 / np.sqrt(n), 1.0 / np.sqrt(last)  # nn.Linear's init
+        self.V = nn.Parameter(torch.empty(n, first).uniform_(-bound_v, bound_v))
+        self.mu = nn.Parameter(torch.zeros(first))
+        self.W = nn.Parameter(torch.empty(n, last).uniform_(-bound_w, bound_w))
+        self.b = nn.Parameter(torch.full((n,), float(init_bias)) if np.isscalar(init_bias)
+                              else torch.as_tensor(init_bias, dtype=torch.float32).clone())
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))  # deep only
+
+    def deep(self, h: torch.Tensor) -> torch.Tensor:
+        """The middle layers on the first layer's codes (B, hidden[0]) -> (B, hidden[-1])."""
+        for layer in self.layers:
+            h = self.g(layer(h))
+        return h
+
+    def _middle_weights(self) -> list[torch.Tensor]:
+        return [layer.weight for layer in self.layers]
 
     # ---------------------------------------------------------------- pieces
     def encode(self, X: sp.csr_matrix, device=None) -> torch.Tensor:
         """Codes ``g(X V + mu)`` of sparse rows, shape (B, hidden); no gradient."""
         p = Pattern(X, device or self.V.device)
         with torch.no_grad():
-            return self.g(p.spmm(p.values, self.V.detach()).to(self.V.device) + self.mu)
+            return self.deep(self.g(p.spmm(p.values, self.V.detach()).to(self.V.device) + self.mu))
 
     def forward_dense(self, Xd: torch.Tensor) -> torch.Tensor:
         """Dense reconstruction ``f(g(Xd V + mu) W^T + b)``, shape (B, n) (reference form)."""
-        return self.f(self.g(Xd @ self.V + self.mu) @ self.W.T + self.b)
+        return self.f(self.deep(self.g(Xd @ self.V + self.mu)) @ self.W.T + self.b)
 
     def observed_outputs(self, p: Pattern, method: str = "sampled", sq_norms: bool = False):
         """Outputs at the pattern's entries (column-major order), shape (nnz,).
@@ -108,15 +133,18 @@ class AutoRecNet(nn.Module):
         sparse products' weight gradients (see :class:`~autorec.models._sparse_ops.SpMM`).
         """
         if not sq_norms:
-            h = self.g(spmm(p, p.values, self.V) + self.mu)  # (B, hidden)
+            h = self.deep(self.g(spmm(p, p.values, self.V) + self.mu))  # (B, hidden[-1])
             return self.f(sddmm(p, h, self.W, method) + self.b[p.cols])
         z, v_sq = spmm(p, p.values, self.V, sq_norm=True)
-        out, w_sq = sddmm(p, self.g(z + self.mu), self.W, method, sq_norm=True)
-        return self.f(out + self.b[p.cols]), w_sq + v_sq
+        out, w_sq = sddmm(p, self.deep(self.g(z + self.mu)), self.W, method, sq_norm=True)
+        sq = w_sq + v_sq
+        if self.layers:
+            sq = sq + l2_penalty(*self._middle_weights())
+        return self.f(out + self.b[p.cols]), sq
 
     def penalty(self, n_batch_rows: int, n_rows: int) -> torch.Tensor:
         """``lambda/2 (||W||^2 + ||V||^2)`` scaled by the batch's share of the rows."""
-        return self._l2_scale(n_batch_rows, n_rows) * l2_penalty(self.W, self.V)
+        return self._l2_scale(n_batch_rows, n_rows) * l2_penalty(self.W, self.V, *self._middle_weights())
 
     def _l2_scale(self, n_batch_rows: int, n_rows: int) -> float:
         return 0.5 * self.l2 * (n_batch_rows / max(n_rows, 1))
@@ -131,7 +159,7 @@ class AutoRecNet(nn.Module):
         B = batch.X.shape[0]
         if self.implicit:
             p = Pattern(batch.X, batch.device, self.kernels)
-            h = self.g(spmm(p, p.values, self.V) + self.mu)  # (B, hidden)
+            h = self.deep(self.g(spmm(p, p.values, self.V) + self.mu))  # (B, hidden[-1])
             out = self.f(h @ self.W.T + self.b)  # (B, n)
             return ((out - batch.dense().to(out.device)) ** 2).sum() + self.penalty(B, batch.n_rows)
         if self.route == "dense":  # the reference: dense tensors, losses.masked_sse
@@ -144,6 +172,19 @@ class AutoRecNet(nn.Module):
             return observed_sse(self.observed_outputs(p, method), p.values)
         out, sq = self.observed_outputs(p, method, sq_norms=True)
         return observed_sse(out, p.values) + self._l2_scale(B, batch.n_rows) * sq
+
+
+def hidden_sizes(hidden) -> tuple[int, ...]:
+    """``hidden`` (an int or a sequence of layer sizes) as a tuple of ints."""
+    return (int(hidden),) if isinstance(hidden, (int, np.integer)) else tuple(int(h) for h in hidden)
+
+
+def _check_hidden(name: str, value) -> None:
+    """A positive int, or a non-empty sequence of them (deep AutoRec)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        _checks.positive_int(name, value)
+    else:
+        _checks.positive_ints(name, value)
 
 
 def _observed_mask(X: sp.csr_matrix) -> torch.Tensor:
@@ -164,8 +205,8 @@ class _AutoRec(TorchRecommender):
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 implicit=False, route="auto", patience=None, valid_metric="auto", valid_size=0.0, seed=0,
-                 device="auto", progress=True):
+                 implicit=False, route="auto", optimizer="adam", residual=True, patience=None,
+                 valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         self.hidden = hidden
         self.l2 = l2
         self.activation = activation
@@ -177,6 +218,8 @@ class _AutoRec(TorchRecommender):
         self.default_rating = default_rating
         self.implicit = implicit
         self.route = route
+        self.optimizer = optimizer
+        self.residual = residual
         self.patience = patience
         self.valid_metric = valid_metric
         self.valid_size = valid_size
@@ -187,7 +230,8 @@ class _AutoRec(TorchRecommender):
     _param_rules = {
         "activation": _checks.one_of(*ACTIVATIONS), "output_activation": _checks.one_of(*ACTIVATIONS),
         "route": _checks.one_of(*ROUTES), "default_rating": _checks.positive,
-        "implicit": _checks.boolean,
+        "implicit": _checks.boolean, "hidden": _check_hidden,
+        "optimizer": _checks.one_of(*OPTIMIZERS), "residual": _checks.boolean,
     }
 
     # ------------------------------------------------------------- fitting
@@ -196,9 +240,41 @@ class _AutoRec(TorchRecommender):
         self.rating_range_ = (float(data.min()), float(data.max()))
         self.rating_mean_ = float(data.mean())
         self.known_items_ = np.bincount(train.X.indices, minlength=train.n_items) > 0  # (n_items,)
-        self._rows = rows = self._rows_of(train.X)  # while fitting: the codes are encoded from it
+        if self._residual_on:
+            self.user_bias_, self.item_bias_ = damped_biases(train.X, self.rating_mean_, _DAMPING)
+        self._rows = rows = self._rows_of(self._inputs(train.X))  # while fitting: codes come from it
         self.route_ = resolve_route(self.route, rows.nnz / max(rows.shape[0] * rows.shape[1], 1))
         self._on_weights_changed()
+
+    @property
+    def _residual_on(self) -> bool:
+        return bool(self.residual) and not self.implicit
+
+    def _inputs(self, X: sp.csr_matrix, user_bias: np.ndarray | None = None) -> sp.csr_matrix:
+        """What the network sees of the users x items ratings ``X``: with ``residual``,
+        ``r - (mu + b_u + b_i)`` at the same entries (``user_bias``: of ``X``'s rows,
+        default the fitted ``user_bias_``), else ``X`` itself."""
+        if not self._residual_on:
+            return X
+        if user_bias is None:
+            user_bias = self.user_bias_
+        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))  # (nnz,)
+        base = self.rating_mean_ + user_bias[rows] + self.item_bias_[X.indices]  # (nnz,)
+        return sp.csr_matrix(((X.data - base).astype(np.float32), X.indices, X.indptr), shape=X.shape)
+
+    def _fold_user_bias(self, X: sp.csr_matrix) -> np.ndarray:
+        """``b_u`` of each row of ``X`` given the fitted item biases (the last step of
+        :func:`~autorec.models.biased_mf.damped_biases`), shape (B,) float32."""
+        resid = X.data - self.rating_mean_ - self.item_bias_[X.indices]  # (nnz,)
+        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))  # (nnz,)
+        total = np.bincount(rows, resid.astype(np.float64), X.shape[0])
+        return (total / (np.diff(X.indptr) + _DAMPING)).astype(np.float32)
+
+    def _baseline(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """``mu + b_u + b_i`` of position pairs (0 without ``residual``), float32."""
+        if not self._residual_on:
+            return np.zeros(len(u), np.float32)
+        return (self.rating_mean_ + self.user_bias_[u] + self.item_bias_[i]).astype(np.float32)
 
     def _rows_of(self, X: sp.csr_matrix) -> sp.csr_matrix:
         """The training examples: items x users for I-AutoRec, users x items for U-AutoRec."""
@@ -210,14 +286,17 @@ class _AutoRec(TorchRecommender):
     def _finish_fit(self, train: RatingMatrix) -> None:
         """Keep the codes of the whole training part's rows (what scoring needs), not the
         ratings: with a validation carve, the carved ratings are encoded too."""
-        self._rows, self._codes = self._rows_of(train.X), None
+        if self._residual_on and not self._item_based:  # the encoder's side: as score() folds it
+            self.user_bias_ = self._fold_user_bias(train.X)
+        self._rows, self._codes = self._rows_of(self._inputs(train.X)), None
         self._codes = self._codes_all()
         self._rows = None  # known_items_ stays the trained part's: their weights were fitted
 
     def _build_network(self) -> AutoRecNet:
         n = self.n_users_ if self._item_based else self.n_items_
-        return AutoRecNet(n, int(self.hidden), self.activation, self.output_activation, self.l2,
-                          self.route_, init_bias=0.0 if self.implicit else self.rating_mean_,
+        bias = 0.0 if self.implicit or self._residual_on else self.rating_mean_
+        return AutoRecNet(n, self.hidden, self.activation, self.output_activation, self.l2,
+                          self.route_, init_bias=bias,
                           implicit=self.implicit)
 
     def _on_weights_changed(self) -> None:
@@ -256,10 +335,16 @@ class _AutoRec(TorchRecommender):
             with torch.no_grad():
                 dots = pair_dots(codes, net.W.detach(), rows, cols)
                 vals = net.f(dots + net.b.detach()[torch.from_numpy(cols).to(dots.device)])
-            out[ok] = vals.float().cpu().numpy()
+            out[ok] = vals.float().cpu().numpy() + self._baseline(u[ok], i[ok])
         if not self.implicit:
             np.clip(out, *self.rating_range_, out=out)
         return out.reshape(shape)
+
+    def _bias_grid(self, user_bias: np.ndarray, device) -> torch.Tensor:
+        """``mu + b_u + b_i`` for the given users' biases and every item, (B, n_items)."""
+        ub = torch.from_numpy(np.ascontiguousarray(user_bias, np.float32)).to(device)
+        ib = torch.from_numpy(self.item_bias_).to(device)
+        return self.rating_mean_ + ub[:, None] + ib[None, :]
 
     @property
     def _default_score(self) -> float:
@@ -281,6 +366,8 @@ class _AutoRec(TorchRecommender):
             "known_items": torch.from_numpy(self.known_items_.copy()),
             "codes": self._codes_all().detach().cpu(),  # (n_rows, hidden)
             "route": self.route_,
+            **({"user_bias": torch.from_numpy(self.user_bias_.copy()),
+                "item_bias": torch.from_numpy(self.item_bias_.copy())} if self._residual_on else {}),
         }
 
     def _set_extra_state(self, state: dict) -> None:
@@ -288,11 +375,16 @@ class _AutoRec(TorchRecommender):
         self.rating_mean_ = float(state["rating_mean"])
         self.known_items_ = state["known_items"].numpy().astype(bool)
         self.route_ = state["route"]
+        if "user_bias" in state:
+            self.user_bias_ = state["user_bias"].numpy()
+            self.item_bias_ = state["item_bias"].numpy()
+        else:  # files written before ``residual`` existed hold the plain model
+            self.residual = False
         self._rows = None
         if "codes" in state:
             self._codes = state["codes"].float()
         else:  # format 1 stored the training ratings: encode them once, keep only the codes
-            self._rows, self._codes = self._rows_of(csr_from_state(state["train_X"])), None
+            self._rows, self._codes = self._rows_of(self._inputs(csr_from_state(state["train_X"]))), None
 
     def _set_state(self, state: dict) -> None:
         super()._set_state(state)
@@ -311,14 +403,28 @@ class IAutoRec(_AutoRec):
 
     Parameters
     ----------
-    hidden : int
-        Code size k (paper: 500).
+    hidden : int or tuple of int
+        Code size k (paper: 500), or the hidden layer sizes of a deep AutoRec (the
+        paper's deep I-AutoRec: ``(500, 250, 500)``).
     l2 : float
         lambda of the paper's ``lambda/2 (||W||^2 + ||V||^2)`` (per epoch; per batch it is
         scaled by the batch's share of the rows).
     activation, output_activation : {"sigmoid", "identity", "relu", "tanh", "elu"}
         g and f (paper: sigmoid, identity).
     epochs, batch_size, lr, weight_decay : Adam training (batch_size counts items).
+    optimizer : {"adam", "rprop", "lbfgs"}
+        ``"adam"``: minibatches (default). ``"rprop"`` / ``"lbfgs"``: the paper's full-batch
+        optimisation, one step per epoch on the whole objective (``lr``: Rprop's initial
+        step, e.g. 0.01; L-BFGS's first trial step, e.g. 1.0); see
+        :class:`autorec.train.Trainer`.
+    residual : bool
+        Learn the residual over the bias-only fit ``mu + b_u + b_i`` (damped means of the
+        training ratings, :func:`~autorec.models.biased_mf.damped_biases`): the network
+        sees ``r - mu - b_u - b_i`` and its output is added to them. Default True: the
+        heavily regularised net then falls back to the bias floor instead of below it (on
+        ML-100K and ML-latest-small the plain net did not beat the floor, see
+        ``benchmarks/results/rating_defaults.md``). False: the paper's plain AutoRec.
+        Ignored with ``implicit``.
     default_rating : float
         Prediction for users or items without training ratings (paper: 3).
     implicit : bool
@@ -341,11 +447,11 @@ class IAutoRec(_AutoRec):
 
     def __init__(self, hidden=500, l2=300.0, activation="sigmoid", output_activation="identity",
                  epochs=60, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 implicit=False, route="auto", patience=None, valid_metric="auto", valid_size=0.0, seed=0,
-                 device="auto", progress=True):
+                 implicit=False, route="auto", optimizer="adam", residual=True, patience=None,
+                 valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
-                         weight_decay, default_rating, implicit, route, patience, valid_metric,
-                         valid_size, seed, device, progress)
+                         weight_decay, default_rating, implicit, route, optimizer, residual,
+                         patience, valid_metric, valid_size, seed, device, progress)
 
     def score(self, users, X) -> torch.Tensor:
         """Reconstructed ratings of all items for known users, (B, n_items) float32.
@@ -366,6 +472,8 @@ class IAutoRec(_AutoRec):
         u = torch.from_numpy(users).to(self.device_)
         with torch.no_grad():
             S = net.f(torch.addmm(net.b[u].unsqueeze(1), net.W[u], codes.T))  # (B, n_items)
+            if self._residual_on:  # + mu + b_u + b_i
+                S += self._bias_grid(self.user_bias_[users], S.device)
         return self._finish_scores(S)
 
 
@@ -383,17 +491,20 @@ class UAutoRec(_AutoRec):
 
     def __init__(self, hidden=500, l2=500.0, activation="sigmoid", output_activation="identity",
                  epochs=50, batch_size=256, lr=3e-4, weight_decay=0.0, default_rating=3.0,
-                 implicit=False, route="auto", patience=None, valid_metric="auto", valid_size=0.0, seed=0,
-                 device="auto", progress=True):
+                 implicit=False, route="auto", optimizer="adam", residual=True, patience=None,
+                 valid_metric="auto", valid_size=0.0, seed=0, device="auto", progress=True):
         super().__init__(hidden, l2, activation, output_activation, epochs, batch_size, lr,
-                         weight_decay, default_rating, implicit, route, patience, valid_metric,
-                         valid_size, seed, device, progress)
+                         weight_decay, default_rating, implicit, route, optimizer, residual,
+                         patience, valid_metric, valid_size, seed, device, progress)
 
     def score(self, users, X) -> torch.Tensor:
         """Reconstruction of the history rows ``X``, (B, n_items) float32 (folds users in)."""
         users, X = self._check_users_X(users, X)
         net = self.network_
+        user_bias = self._fold_user_bias(X) if self._residual_on else None  # (B,)
         with torch.no_grad():
-            h = net.encode(X, self.device_)  # (B, hidden)
+            h = net.encode(self._inputs(X, user_bias), self.device_)  # (B, hidden[-1])
             S = net.f(torch.addmm(net.b, h, net.W.T))  # (B, n_items)
+            if self._residual_on:  # + mu + b_u + b_i
+                S += self._bias_grid(user_bias, S.device)
         return self._finish_scores(S)

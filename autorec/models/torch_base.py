@@ -87,7 +87,8 @@ class TorchRecommender(BaseRecommender):
             self.network_ = self._build_network().to(self.device_)
         trainer = Trainer(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                           weight_decay=self.weight_decay, seed=self.seed, patience=self.patience,
-                          progress=self.progress, desc=type(self).__name__)
+                          progress=self.progress, desc=type(self).__name__,
+                          optimizer=getattr(self, "optimizer", "adam"))
         identity = {"class": type(self).__name__,
                     **{k: v for k, v in self.get_params().items() if k not in _NOT_IDENTITY}}
         self.history_ = trainer.fit(

@@ -138,7 +138,8 @@ def test_automatic_validation_carve_is_seeded_and_switchable():
 def test_carve_codes_cover_the_whole_training_part():
     """U-AutoRec with a carve: the codes it keeps encode every training rating."""
     R = two_group_ratings()[0]
-    model = autorec.UAutoRec(hidden=8, epochs=3, valid_size=0.2, device="cpu", progress=False).fit(R)
+    model = autorec.UAutoRec(hidden=8, epochs=3, valid_size=0.2, residual=False, device="cpu",
+                             progress=False).fit(R)
     codes = model._codes_all()
     full = model.network_.encode(R.X)
     torch.testing.assert_close(codes, full)

@@ -8,7 +8,8 @@ Suites (each writes Markdown tables and appends every run to a CSV):
 
 - ``rating``: the AutoRec protocol (random 90/10, 10% of train for validation, several
   seeds, mean ± 95% interval) for I-AutoRec, U-AutoRec, BiasedMF and the bias-only floor,
-  with the numbers of Sedhain et al. (2015) beside ours.
+  the paper's full-batch optimisers (Rprop, L-BFGS), the deep I-AutoRec and the
+  kernelised I-AutoRec, with the papers' numbers beside ours.
 - ``topk``: the Mult-VAE strong-generalization protocol (held-out users folded in) and the
   per-user 80/20 protocol, for the autoencoders and the baselines, hyperparameters chosen
   on validation users only; Liang et al. (2018)'s ML-20M numbers beside ours.

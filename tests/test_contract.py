@@ -34,9 +34,8 @@ FAST = {
     "pop": dict(),
     # variants: a label of the battery -> a registered model with other parameters
     "i-autorec-deep": dict(hidden=(32, 16, 32), epochs=60, lr=1e-2, batch_size=16, l2=1e-3),
-    "i-autorec-rprop": dict(hidden=32, epochs=60, lr=1e-2, batch_size=16, l2=1e-3, optimizer="rprop"),
 }
-VARIANTS = {"i-autorec-deep": "i-autorec", "i-autorec-rprop": "i-autorec"}
+VARIANTS = {"i-autorec-deep": "i-autorec"}
 
 
 def model_cls(label):

@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
+from .._validate import Invalid, plain, tensor
 from ..exceptions import NotFittedForUser
 from ..data import RatingMatrix
 from ..losses import l2_penalty, masked_sse, observed_sse
 from ._sparse_ops import Pattern, pair_dots, sddmm, spmm
-from .torch_base import TorchRecommender, csr_from_state
+from .torch_base import TorchRecommender, _rating_range, csr_from_state
 
 __all__ = ["IAutoRec", "UAutoRec", "AutoRecNet", "ROUTES", "resolve_route"]
 
@@ -240,14 +241,7 @@ class _AutoRec(TorchRecommender):
         Users or items without training ratings (or ``user_idx = -1``) get
         ``default_rating``. Returns numpy float32 of the pairs' shape.
         """
-        self._check_fitted()
-        u = np.asarray(user_idx, dtype=np.int64)
-        i = np.asarray(item_idx, dtype=np.int64)
-        if u.shape != i.shape:
-            raise ValueError(f"user_idx has shape {u.shape} but item_idx has shape {i.shape}")
-        shape, u, i = u.shape, u.reshape(-1), i.reshape(-1)
-        if len(u) and (u.min() < -1 or u.max() >= self.n_users_ or i.min() < 0 or i.max() >= self.n_items_):
-            raise ValueError(f"positions out of range (n_users={self.n_users_}, n_items={self.n_items_})")
+        shape, u, i = self._check_pairs(user_idx, item_idx)
         out = np.full(len(u), self._default_score, dtype=np.float32)
         ok = (u >= 0) & self.known_users_[np.maximum(u, 0)] & self.known_items_[i]  # (n,)
         if ok.any():
@@ -283,16 +277,27 @@ class _AutoRec(TorchRecommender):
             "route": self.route_,
         }
 
+    _extra_state_keys = ("rating_range", "rating_mean", "known_items", "route")
+    _optional_state_keys = ("codes", "train_X")  # codes since format 2; train_X in format 1
+
     def _set_extra_state(self, state: dict) -> None:
-        self.rating_range_ = tuple(float(x) for x in state["rating_range"])
-        self.rating_mean_ = float(state["rating_mean"])
-        self.known_items_ = state["known_items"].numpy().astype(bool)
-        self.route_ = state["route"]
+        self.rating_range_ = _rating_range(state["rating_range"])
+        self.rating_mean_ = float(plain(state["rating_mean"], "state['rating_mean']", "float"))
+        self.known_items_ = tensor(state["known_items"], "state['known_items']", dtype=torch.bool,
+                                   shape=(self.n_items_,)).numpy().copy()
+        self.route_ = plain(state["route"], "state['route']", "str")
+        if self.route_ not in ROUTES[1:]:
+            raise Invalid(f"state['route'] is {self.route_!r}, expected one of {ROUTES[1:]}")
         self._rows = None
+        if ("codes" in state) == ("train_X" in state):
+            raise Invalid("state must hold either 'codes' (format 2 and later) or 'train_X' (format 1)")
         if "codes" in state:
-            self._codes = state["codes"].float()
+            n_rows = self.n_items_ if self._item_based else self.n_users_
+            self._codes = tensor(state["codes"], "state['codes']", dtype=torch.float32,
+                                 shape=(n_rows, int(self.hidden)), finite=True)  # (n_rows, hidden)
         else:  # format 1 stored the training ratings: encode them once, keep only the codes
-            self._rows, self._codes = self._rows_of(csr_from_state(state["train_X"])), None
+            X = csr_from_state(state["train_X"], (self.n_users_, self.n_items_))
+            self._rows, self._codes = self._rows_of(X), None
 
     def _set_state(self, state: dict) -> None:
         super()._set_state(state)

@@ -36,7 +36,7 @@ __all__ = [
     "download", "info", "load_movielens",
 ]
 
-CACHE_FORMAT = 1  # bump when the parsed-cache layout or the parser's output changes
+CACHE_FORMAT = 2  # bump when the parsed-cache layout or the parser's output changes (2: a digest)
 CITATION = ("F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and "
             "Context. ACM TiiS 5, 4, Article 19. https://doi.org/10.1145/2827872")
 

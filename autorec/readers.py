@@ -15,7 +15,8 @@ import pandas as pd
 
 from .exceptions import DataError
 
-__all__ = ["AlignReport", "Columns", "Triplets", "read_frame", "read_csv", "resolve_duplicates"]
+__all__ = ["AlignReport", "Columns", "ID_DTYPES", "Triplets", "read_frame", "read_csv",
+           "resolve_duplicates"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,12 @@ class Triplets:
     report: AlignReport | None = None
 
 
+#: how CSV ids are read: exactly as text (the default), or as integers
+ID_DTYPES = ("str", "int64", "uint64")
+
+
 def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
-               source: str = "DataFrame", first_line: int | None = None) -> Triplets:
+               source: str = "DataFrame", first_line=None, rating_scale=None) -> Triplets:
     """Ratings of a long-format table as :class:`Triplets`.
 
     Parameters
@@ -72,11 +77,20 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
     columns : Columns
     users, items : array-like, optional
         A fixed vocabulary: rows with other ids are dropped and counted in ``report``
-        (with a warning); without it, ids are factorized (sorted) from the table.
+        (with a warning); without it, ids are factorized (sorted) from the table. Text
+        ids meeting an integer vocabulary are read as integers, exactly (``"007"`` and
+        ``"7"`` both naming id 7 is an error, not a merge).
     source : str
         Name of the table in error messages (a file path for CSV files).
-    first_line : int, optional
-        File line of the first data row, so errors can name file lines.
+    first_line : int or callable, optional
+        File line of the first data row (or a function of the 0-based row giving its
+        line), so errors can name file lines.
+    rating_scale : (float, float), optional
+        The declared ``(lowest, highest)`` rating; a rating outside it is an error.
+
+    Ids keep the dtype they have in ``df`` (str, int64, uint64, float, bool, object);
+    missing ids (None/NaN), NUL characters in ids and object columns in which two ids of
+    different types are equal (``1``, ``1.0`` and ``True``) are errors naming the row.
     """
     user, item, rating, timestamp = columns.user, columns.item, columns.rating, columns.timestamp
     missing = [c for c in columns.present if c not in df.columns]
@@ -84,26 +98,34 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
         raise DataError(
             f"{source}: missing column(s) {missing}; available columns are {list(df.columns)}"
         )
+    repeated = [c for c in columns.present if int((df.columns == c).sum()) > 1]
+    if repeated:
+        raise DataError(f"{source}: the column name {repeated[0]!r} appears more than once in "
+                        f"{list(df.columns)}; rename the columns so each is unique")
     if len(df) == 0:
         raise DataError(f"{source}: no ratings (the table is empty)")
+    scale = _check_scale(rating_scale)
     if rating is not None:
         vals = _numeric_column(df, rating, source, np.float32, first_line)
+        if scale is not None:
+            _check_in_scale(df[rating], vals, rating, scale, source, first_line)
     else:
         vals = np.ones(len(df), np.float32)
-    ts = _numeric_column(df, timestamp, source, np.int64, first_line) if timestamp else None
+    ts = _timestamp_column(df, timestamp, source, first_line) if timestamp else None
     for c in (user, item):
         if df[c].isna().any():
             pos = int(np.flatnonzero(df[c].isna().to_numpy())[0])
             raise DataError(
                 f"{source}: missing {c} id at {_where(pos, first_line)} (column '{c}')"
             )
+        _check_ids(df[c], c, source, first_line)
     report = None
     keep = slice(None)
     if users is not None or items is not None:
         users_ix = pd.Index(users) if users is not None else None
         items_ix = pd.Index(items) if items is not None else None
-        u_pos = users_ix.get_indexer(df[user]) if users_ix is not None else None  # (n_rows,)
-        i_pos = items_ix.get_indexer(df[item]) if items_ix is not None else None  # (n_rows,)
+        u_pos = _vocabulary_positions(df[user], users_ix, user, source, first_line)  # (n_rows,)
+        i_pos = _vocabulary_positions(df[item], items_ix, item, source, first_line)  # (n_rows,)
         keep = np.ones(len(df), bool)  # (n_rows,)
         if u_pos is not None:
             keep &= u_pos >= 0
@@ -138,9 +160,16 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
 
 
 def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
-             names: list[str] | None = None, encoding: str = "utf-8") -> Triplets:
-    """Ratings of a CSV/TSV file as :class:`Triplets` (see ``RatingMatrix.from_csv``)."""
+             names: list[str] | None = None, encoding: str = "utf-8", id_dtype="str",
+             rating_scale=None) -> Triplets:
+    """Ratings of a CSV/TSV file as :class:`Triplets` (see ``RatingMatrix.from_csv``).
+
+    Ids are read as text, exactly (``007`` and ``7`` are two ids; ``NA``, ``None`` and
+    ``null`` are ids, not missing values) unless ``id_dtype`` says integers; an empty id
+    field is missing. Errors name the file, line, column and value.
+    """
     path = Path(path)
+    id_types = _id_dtypes(id_dtype, columns)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -149,17 +178,23 @@ def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
         names = columns.present
     engine = "c" if len(sep) == 1 or sep == r"\s+" else "python"
     try:
+        if header and names is None:
+            _check_header(path, sep, encoding, engine)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
             # index_col=False: never turn a surplus leading column into the index
-            # (that silently shifts every column by one)
+            # (that silently shifts every column by one); na_filter=False: "NA", "None",
+            # "null" are ids, and an empty rating is reported, not read as NaN
             df = pd.read_csv(
                 path, sep=sep, header=0 if header else None, names=names,
                 encoding=encoding, engine=engine, index_col=False,
+                dtype={columns.user: str, columns.item: str}, na_filter=False,
             )
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file has no data") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(_decode_error(path, encoding, sep, exc)) from None
+    except pd.errors.ParserError as exc:
         raise DataError(f"{path}: could not parse ({exc}); check sep={sep!r} and encoding") from exc
     surplus = any(issubclass(w.category, pd.errors.ParserWarning) for w in caught)
     if surplus and names is None:  # with names, surplus trailing columns are ignored
@@ -168,7 +203,8 @@ def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
             f"check sep={sep!r}"
         )
     one_column = df.shape[1] == 1 or (
-        df.shape[1] > 1 and len(df) > 0 and df.iloc[:, 1:].isna().all().all()
+        df.shape[1] > 1 and len(df) > 0
+        and df.iloc[:, 1:].apply(lambda c: (c.isna() | (c.astype(str) == "")).all()).all()
     )
     if one_column and len(columns.present) > 1:
         guess = _guess_sep(path, encoding, sep)
@@ -177,7 +213,16 @@ def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
             f"{path}: every line parsed as one column; the separator is probably "
             f"not {sep!r}{hint}"
         )
-    return read_frame(df, columns, source=str(path), first_line=2 if header else 1)
+    lines = _FileLines(path, 2 if header else 1)
+    for c in (columns.user, columns.item):
+        if c in df.columns:
+            empty = (df[c] == "").to_numpy()
+            if empty.any():
+                pos = int(np.flatnonzero(empty)[0])
+                raise DataError(f"{path}: missing {c} id at {_where(pos, lines)} (column '{c}')")
+            if id_types[c] != "str":
+                df[c] = _ids_as(df[c], id_types[c], c, str(path), lines)
+    return read_frame(df, columns, source=str(path), first_line=lines, rating_scale=rating_scale)
 
 
 def _guess_sep(path: Path, encoding: str, sep: str) -> str | None:
@@ -193,11 +238,56 @@ def _guess_sep(path: Path, encoding: str, sep: str) -> str | None:
     return None
 
 
-def _where(pos: int, first_line: int | None) -> str:
+class _FileLines:
+    """The file line of each data row, counted only when an error needs it (pandas skips
+    blank lines, so row ``i`` is line ``i + first_line`` only in files without them)."""
+
+    def __init__(self, path: Path, first_line: int):
+        self.path, self.first_line, self._lines = path, first_line, None
+
+    def __call__(self, pos: int) -> int:
+        if self._lines is None:
+            with open(self.path, "rb") as fh:
+                blank = [not raw.strip() for raw in fh]
+            data = [n + 1 for n, b in enumerate(blank) if not b and n + 1 >= self.first_line]
+            self._lines = data
+        return self._lines[pos] if pos < len(self._lines) else pos + self.first_line
+
+
+def _where(pos: int, first_line) -> str:
     """Name a 0-based data row: ``row N`` (1-based) or, for files, also its line."""
     if first_line is None:
         return f"row {pos + 1}"
-    return f"row {pos + 1} (line {pos + first_line} of the file)"
+    line = first_line(pos) if callable(first_line) else pos + first_line
+    return f"row {pos + 1} (line {line} of the file)"
+
+
+def _check_header(path: Path, sep: str, encoding: str, engine: str) -> None:
+    """A header naming one column twice is an error (pandas would rename the second)."""
+    head = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, na_filter=False,
+                       encoding=encoding, engine=engine, index_col=False)
+    names = [str(v) for v in head.iloc[0]] if len(head) else []
+    seen: dict[str, int] = {}
+    for n, name in enumerate(names, 1):
+        if name in seen:
+            raise DataError(f"{path}: line 1: the header names column {name!r} twice (fields "
+                            f"{seen[name]} and {n}); rename one so each column is unique")
+        seen[name] = n
+
+
+def _decode_error(path: Path, encoding: str, sep: str, exc: UnicodeDecodeError) -> str:
+    """Where the first byte that is not valid ``encoding`` is: line, column and field."""
+    with open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as bad:
+                col = bad.start + 1
+                field = raw[:bad.start].count(sep.encode()) + 1 if len(sep) == 1 else None
+                where = f"line {line_no}, column {col}" + (f" (field {field})" if field else "")
+                return (f"{path}: {where}: byte 0x{raw[bad.start]:02x} is not valid {encoding} "
+                        f"({bad.reason}); pass the file's encoding (e.g. encoding='latin-1')")
+    return f"{path}: not valid {encoding} text ({exc.reason}); pass the file's encoding"
 
 
 def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=None) -> np.ndarray:
@@ -211,7 +301,194 @@ def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=N
             f"{source}: column '{col}' has a non-numeric, missing or infinite value "
             f"{s.iloc[pos]!r} at {_where(pos, first_line)} ({int(bad.sum()):,} such rows)"
         )
-    return num.to_numpy(dtype=dtype)
+    out = num.to_numpy(dtype=dtype)
+    if np.dtype(dtype).kind == "f" and not np.isfinite(out).all():  # finite, but not as float32
+        over = ~np.isfinite(out)
+        pos = int(np.flatnonzero(over)[0])
+        raise DataError(
+            f"{source}: column '{col}' has the value {s.iloc[pos]!r} at {_where(pos, first_line)}, "
+            f"beyond {np.dtype(dtype).name} (largest {np.finfo(dtype).max:.3g}; "
+            f"{int(over.sum()):,} such rows)"
+        )
+    return out
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _timestamp_column(df: pd.DataFrame, col: str, source: str, first_line=None) -> np.ndarray:
+    """Integer timestamps (int64), exactly: fractional values, values beyond int64 and
+    non-numbers are errors naming the row (they were truncated or wrapped)."""
+    s = df[col]
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "Mm":  # datetimes: as numbers (ns)
+        return _numeric_column(df, col, source, np.int64, first_line)
+    num = s if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf" else pd.to_numeric(s, errors="coerce")
+    kind = num.dtype.kind if isinstance(num.dtype, np.dtype) else "O"
+    if kind == "i":
+        return num.to_numpy(np.int64)
+    if kind == "u":
+        bad = (num > _INT64[1]).to_numpy()
+    elif kind == "f":
+        v = num.to_numpy(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(v) | (v != np.floor(v)) | (np.abs(v) > 2**53)
+    else:
+        bad = np.ones(len(s), bool)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}: column '{col}' has the timestamp {s.iloc[pos]!r} at "
+                        f"{_where(pos, first_line)}: {_why_not_int64(s.iloc[pos])} "
+                        f"({int(bad.sum()):,} such rows)")
+    return num.to_numpy(np.int64)
+
+
+def _why_not_int64(value) -> str:
+    """Why a timestamp is refused: not a number, fractional, or beyond int64."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        return "not a number, or missing"
+    if not d.is_finite():
+        return "not a finite number"
+    if d != d.to_integral_value():
+        return "timestamps must be whole numbers (fractional values would be truncated)"
+    if not _INT64[0] <= d <= _INT64[1]:
+        return "beyond the int64 range (it would wrap around)"
+    return "an integer too large to hold exactly in a column of floats; write all values as integers"
+
+
+def _check_scale(rating_scale):
+    """``rating_scale`` as a (low, high) pair of floats, or None."""
+    if rating_scale is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in rating_scale)
+    except (TypeError, ValueError):
+        raise TypeError(f"rating_scale must be (lowest, highest), got {rating_scale!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"rating_scale must be two finite numbers, lowest first, got {rating_scale!r}")
+    return lo, hi
+
+
+def _check_in_scale(raw: pd.Series, vals: np.ndarray, col: str, scale, source: str, first_line) -> None:
+    lo, hi = scale
+    out = (vals < np.float32(lo)) | (vals > np.float32(hi))
+    if out.any():
+        pos = int(np.flatnonzero(out)[0])
+        raise DataError(f"{source}: column '{col}' has the rating {raw.iloc[pos]!r} at "
+                        f"{_where(pos, first_line)}, outside rating_scale=({lo:g}, {hi:g}) "
+                        f"({int(out.sum()):,} such rows)")
+
+
+def _check_ids(s: pd.Series, col: str, source: str, first_line) -> None:
+    """No NUL characters in text ids; no two ids of different types that are equal."""
+    if not pd.api.types.is_string_dtype(s.dtype) and s.dtype != object:
+        return
+    if s.dtype == object:
+        text = s.map(lambda v: isinstance(v, str) and "\x00" in v)
+    else:
+        text = s.str.contains("\x00", regex=False)
+    nul = text.to_numpy(dtype=bool)
+    if nul.any():
+        pos = int(np.flatnonzero(nul)[0])
+        raise DataError(f"{source}: the {col} id {s.iloc[pos]!r} at {_where(pos, first_line)} "
+                        f"(column '{col}') holds a NUL character")
+    if s.dtype == object:
+        types = s.map(lambda v: type(v).__name__)
+        if types.nunique() > 1:
+            tagged = pd.Series(list(zip(types, s)), index=s.index)
+            codes, uniques = pd.factorize(s)
+            if len(pd.unique(tagged)) != len(uniques):  # e.g. 1 and True hash as one id
+                pairs = pd.DataFrame({"code": codes, "type": types.to_numpy()})
+                first = pairs.groupby("code")["type"].nunique()
+                code = int(first[first > 1].index[0])
+                rows = np.flatnonzero(codes == code)
+                a = int(rows[0])
+                b = int(next(r for r in rows if types.iloc[r] != types.iloc[a]))
+                raise DataError(f"{source}: the {col} ids {s.iloc[a]!r} ({types.iloc[a]}, "
+                                f"{_where(a, first_line)}) and {s.iloc[b]!r} ({types.iloc[b]}, "
+                                f"{_where(b, first_line)}) are equal in Python and would be "
+                                "merged into one id; give the column one type (e.g. str)")
+
+
+def _id_dtypes(id_dtype, columns: Columns) -> dict:
+    """``id_dtype`` (one for both id columns, or a dict by column) as canonical names."""
+    per = id_dtype if isinstance(id_dtype, dict) else {columns.user: id_dtype, columns.item: id_dtype}
+    out = {}
+    for c in (columns.user, columns.item):
+        value = per.get(c, "str")
+        name = {str: "str", int: "int64"}.get(value, None) if isinstance(value, type) else None
+        if name is None:
+            try:
+                name = "str" if value in ("str", "string") else np.dtype(value).name
+            except TypeError:
+                name = repr(value)
+        if name not in ID_DTYPES:
+            raise ValueError(f"id_dtype for column {c!r} must be one of {', '.join(ID_DTYPES)}, "
+                             f"got {value!r}")
+        out[c] = name
+    return out
+
+
+def _ids_as(s: pd.Series, dtype: str, col: str, source: str, first_line,
+            strict: bool = True) -> pd.Series:
+    """Text ids as integers of ``dtype``, exactly.
+
+    Text that is not an integer, or is outside ``dtype``, is an error (with ``strict``;
+    else it becomes NA: an id no integer vocabulary holds). Two different texts of one
+    integer (``"007"`` and ``"7"``) are an error: they would merge two ids into one.
+    """
+    stripped = s.astype(str).str.strip()
+    uniq = pd.unique(stripped)  # text of each distinct id
+    info = np.iinfo(dtype)
+    values, ok = [], np.ones(len(uniq), bool)
+    for n, text in enumerate(uniq):
+        t = text[1:] if text[:1] in "+-" else text
+        value = int(text) if t.isdigit() and t.isascii() else None
+        if value is None or not info.min <= value <= info.max:
+            if strict:
+                pos = int(np.flatnonzero((stripped == text).to_numpy())[0])
+                why = "not an integer" if value is None else f"outside {dtype}"
+                raise DataError(f"{source}: the {col} id {s.iloc[pos]!r} at {_where(pos, first_line)} "
+                                f"(column '{col}') is {why} (id_dtype={dtype!r}); read ids as "
+                                "text with id_dtype='str'")
+            ok[n], value = False, 0
+        values.append(value)
+    arr = np.array(values, dtype=dtype)
+    seen: dict = {}
+    for text, value, good in zip(uniq, arr.tolist(), ok):
+        if good and value in seen:
+            a = int(np.flatnonzero((stripped == seen[value]).to_numpy())[0])
+            b = int(np.flatnonzero((stripped == text).to_numpy())[0])
+            raise DataError(f"{source}: the {col} ids {seen[value]!r} ({_where(a, first_line)}) and "
+                            f"{text!r} ({_where(b, first_line)}) are both {value} as {dtype}; "
+                            "they would be merged into one id. Read ids as text "
+                            "(id_dtype='str', the default) to keep them apart")
+        seen.setdefault(value, text)
+    codes = pd.Index(uniq).get_indexer(stripped)
+    out = pd.Series(arr[codes], index=s.index)
+    if not ok.all():
+        out = out.astype(object).where(ok[codes], None)
+    return out
+
+
+def _vocabulary_positions(s: pd.Series, vocab: pd.Index | None, col: str, source: str,
+                          first_line) -> np.ndarray | None:
+    """Positions of the ids of ``s`` in ``vocab`` (-1: unknown); text ids meeting an
+    integer vocabulary are read as those integers, exactly."""
+    if vocab is None:
+        return None
+    if (isinstance(vocab.dtype, np.dtype) and vocab.dtype.kind in "iu"
+            and pd.api.types.is_string_dtype(s.dtype)
+            and (s.dtype != object or bool(s.map(lambda v: isinstance(v, str)).all()))):
+        as_int = _ids_as(s, vocab.dtype.name, col, source, first_line, strict=False)
+        known = as_int.notna().to_numpy()
+        pos = np.full(len(s), -1, dtype=np.int64)
+        pos[known] = vocab.get_indexer(as_int[known].to_numpy(dtype=vocab.dtype))
+        return pos
+    return vocab.get_indexer(s)
 
 
 def resolve_duplicates(rows, cols, vals, ts, shape, policy):

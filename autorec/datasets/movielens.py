@@ -26,8 +26,8 @@ from ..data import RatingMatrix
 from ..exceptions import ChecksumError, DataError, DownloadError
 from .cache import read_parsed_cache, write_parsed_cache
 from .download import (
-    DEFAULT_MIRROR, ZIP_DAMAGE, cache_dir, fetch, file_digest, member_info, mirror_url,
-    open_archive, read_member, search_dirs,
+    DEFAULT_MIRROR, ZIP_UNREADABLE, cache_dir, fetch, file_digest, member_error, member_info,
+    mirror_url, open_archive, read_member, search_dirs,
 )
 from .parser import read_items, read_ratings
 
@@ -359,9 +359,8 @@ def _parse_ratings(zf, spec: MovieLensSpec, path, archive_md5: str,
             return zf.open(info)
     try:
         user_id, item_id, rating, timestamp = read_ratings(open_source, spec, where)
-    except ZIP_DAMAGE as exc:
-        raise DataError(f"{where} is damaged ({exc}); delete {path} and download it "
-                        "again") from exc
+    except ZIP_UNREADABLE as exc:
+        raise member_error(exc, member_info(zf, spec.ratings_file, path), path) from exc
     (user_idx, users), (item_idx, items) = _factorize(user_id), _factorize(item_id)
     R = RatingMatrix.from_arrays(user_idx, item_idx, rating, users=users, items=items, timestamps=timestamp)
     return {"indptr": R.X.indptr, "indices": R.X.indices, "data": R.X.data,

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._io import clean_stale_temps
 from ..data import RatingMatrix
 from ..exceptions import ChecksumError, DataError, DownloadError
 from .cache import read_parsed_cache, write_parsed_cache
@@ -266,6 +267,7 @@ def load_movielens(name: str, data_dir=None, *, download: bool = True, verify: b
         member, malformed line; subclasses :class:`ChecksumError`, :class:`DownloadError`.
     """
     spec = _spec(name)
+    clean_stale_temps(cache_dir() / spec.archive)  # left by a killed download
     path = dataset_path(name, data_dir)
     if not path.is_file():
         if not download:
@@ -279,6 +281,8 @@ def load_movielens(name: str, data_dir=None, *, download: bool = True, verify: b
     if check_contents and spec.ratings_sha256 is None:
         raise _archive_mismatch(spec, path, archive_md5)
     cache_file = cache_dir() / "parsed" / f"{spec.name}-{archive_md5}-v{CACHE_FORMAT}.npz"
+    if cache:
+        clean_stale_temps(cache_file, ".npz")  # left by a killed cache write
     with open_archive(path) as zf:
         arrays = read_parsed_cache(cache_file) if cache else None
         if arrays is not None and check_contents and (

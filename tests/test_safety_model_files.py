@@ -186,5 +186,5 @@ def test_recommend_and_predict_refuse_bad_arguments():
     with pytest.raises(TypeError, match="users must hold integer positions"):
         model.recommend([0.7, 1.2, 2.0], X)
     new = model.predict([-1], [3])  # -1: a user not in training (it was the last user)
-    bias = float(model.network_.item_bias[3]) if model.known_items_[3] else 0.0
+    bias = float(model.network_.item_bias.detach()[3]) if model.known_items_[3] else 0.0
     assert new[0] == pytest.approx(np.clip(model.global_mean_ + bias, *model.rating_range_))

@@ -68,7 +68,8 @@ ID_DTYPES = ("str", "int64", "uint64")
 
 
 def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
-               source: str = "DataFrame", first_line=None, rating_scale=None) -> Triplets:
+               source: str = "DataFrame", first_line=None, rating_scale=None,
+               empty_is_missing: bool = False) -> Triplets:
     """Ratings of a long-format table as :class:`Triplets`.
 
     Parameters
@@ -87,6 +88,9 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
         line), so errors can name file lines.
     rating_scale : (float, float), optional
         The declared ``(lowest, highest)`` rating; a rating outside it is an error.
+    empty_is_missing : bool
+        An empty text id is a missing id (in a CSV file an empty field cannot be told
+        from an absent one).
 
     Ids keep the dtype they have in ``df`` (str, int64, uint64, float, bool, object);
     missing ids (None/NaN), NUL characters in ids and object columns in which two ids of
@@ -112,13 +116,16 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
     else:
         vals = np.ones(len(df), np.float32)
     ts = _timestamp_column(df, timestamp, source, first_line) if timestamp else None
-    for c in (user, item):
+    factorized = {}  # column -> (codes, uniques) of the ids not matched to a vocabulary
+    for c, vocab in ((user, users), (item, items)):
         if df[c].isna().any():
             pos = int(np.flatnonzero(df[c].isna().to_numpy())[0])
             raise DataError(
                 f"{source}: missing {c} id at {_where(pos, first_line)} (column '{c}')"
             )
-        _check_ids(df[c], c, source, first_line)
+        if vocab is None:  # checks run on the distinct ids, found once
+            factorized[c] = pd.factorize(df[c], sort=True)
+        _check_ids(df[c], c, source, first_line, *factorized.get(c, ()), empty_is_missing=empty_is_missing)
     report = None
     keep = slice(None)
     if users is not None or items is not None:
@@ -150,13 +157,22 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
     if users is not None:
         user_codes, users_index = u_pos[keep], users_ix
     else:
-        user_codes, users_index = pd.factorize(df[user][keep], sort=True)
+        user_codes, users_index = _kept(*factorized[user], keep)
     if items is not None:
         item_codes, items_index = i_pos[keep], items_ix
     else:
-        item_codes, items_index = pd.factorize(df[item][keep], sort=True)
+        item_codes, items_index = _kept(*factorized[item], keep)
     return Triplets(np.asarray(user_codes, np.int64), np.asarray(item_codes, np.int64), vals, ts,
                     pd.Index(users_index), pd.Index(items_index), report)
+
+
+def _kept(codes: np.ndarray, uniques, keep) -> tuple[np.ndarray, pd.Index]:
+    """Codes and sorted ids of the kept rows only (codes are positions in sorted ids, so
+    re-factorizing the kept codes keeps the order)."""
+    if isinstance(keep, slice):
+        return codes, uniques
+    sub, present = pd.factorize(codes[keep], sort=True)
+    return sub, pd.Index(uniques)[present]
 
 
 def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
@@ -204,7 +220,7 @@ def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
         )
     one_column = df.shape[1] == 1 or (
         df.shape[1] > 1 and len(df) > 0
-        and df.iloc[:, 1:].apply(lambda c: (c.isna() | (c.astype(str) == "")).all()).all()
+        and all(_all_empty(df[c]) for c in df.columns[1:])
     )
     if one_column and len(columns.present) > 1:
         guess = _guess_sep(path, encoding, sep)
@@ -213,16 +229,12 @@ def read_csv(path, columns: Columns, *, sep: str = ",", header: bool = True,
             f"{path}: every line parsed as one column; the separator is probably "
             f"not {sep!r}{hint}"
         )
-    lines = _FileLines(path, 2 if header else 1)
+    lines = _FileLines(path, 2 if header else 1, sep, encoding, list(df.columns))
     for c in (columns.user, columns.item):
-        if c in df.columns:
-            empty = (df[c] == "").to_numpy()
-            if empty.any():
-                pos = int(np.flatnonzero(empty)[0])
-                raise DataError(f"{path}: missing {c} id at {_where(pos, lines)} (column '{c}')")
-            if id_types[c] != "str":
-                df[c] = _ids_as(df[c], id_types[c], c, str(path), lines)
-    return read_frame(df, columns, source=str(path), first_line=lines, rating_scale=rating_scale)
+        if c in df.columns and id_types[c] != "str":
+            df[c] = _ids_as(df[c], id_types[c], c, str(path), lines)
+    return read_frame(df, columns, source=str(path), first_line=lines, rating_scale=rating_scale,
+                      empty_is_missing=True)
 
 
 def _guess_sep(path: Path, encoding: str, sep: str) -> str | None:
@@ -238,12 +250,25 @@ def _guess_sep(path: Path, encoding: str, sep: str) -> str | None:
     return None
 
 
-class _FileLines:
-    """The file line of each data row, counted only when an error needs it (pandas skips
-    blank lines, so row ``i`` is line ``i + first_line`` only in files without them)."""
+def _all_empty(column: pd.Series) -> bool:
+    """No field of the column has a value (missing, or empty text with na_filter=False)."""
+    first = column.iloc[0]
+    if not (pd.isna(first) or (isinstance(first, str) and first == "")):
+        return False  # the common case, decided by the first row
+    if column.isna().all():
+        return True
+    return pd.api.types.is_string_dtype(column.dtype) and bool((column.astype(object) == "").all())
 
-    def __init__(self, path: Path, first_line: int):
-        self.path, self.first_line, self._lines = path, first_line, None
+
+class _FileLines:
+    """The file line of each data row, and the text of a field as the file has it; both
+    worked out only when an error needs them (pandas skips blank lines, so row ``i`` is
+    line ``i + first_line`` only in files without them)."""
+
+    def __init__(self, path: Path, first_line: int, sep: str, encoding: str, columns: list):
+        self.path, self.first_line, self.sep, self.encoding = path, first_line, sep, encoding
+        self.columns = list(columns)  # the file's fields, in order
+        self._lines = None
 
     def __call__(self, pos: int) -> int:
         if self._lines is None:
@@ -252,6 +277,43 @@ class _FileLines:
             data = [n + 1 for n, b in enumerate(blank) if not b and n + 1 >= self.first_line]
             self._lines = data
         return self._lines[pos] if pos < len(self._lines) else pos + self.first_line
+
+    def text(self, pos: int, field: int) -> str | None:
+        """The text of 0-based ``field`` on data row ``pos``, or None if it cannot be told."""
+        import csv
+        import re
+
+        target = self(pos)
+        try:
+            with open(self.path, encoding=self.encoding, newline="") as fh:
+                for number, line in enumerate(fh, 1):
+                    if number == target:
+                        break
+                else:
+                    return None
+        except (OSError, UnicodeDecodeError):
+            return None
+        line = line.rstrip("\r\n")
+        if len(self.sep) == 1:
+            fields = next(csv.reader([line], delimiter=self.sep), [])
+        else:  # pandas reads longer separators (and \s+) as regular expressions
+            fields = re.split(self.sep, line.strip() if self.sep == r"\s+" else line)
+        return fields[field] if field < len(fields) else None
+
+
+def _raw(s: pd.Series, pos: int, first_line):
+    """The value at ``pos`` as the user wrote it: the field's text when it is read from a
+    file (the parsed number may have been rounded, e.g. 1e400 -> inf), else the value."""
+    if isinstance(first_line, _FileLines) and s.name in first_line.columns:
+        text = first_line.text(pos, first_line.columns.index(s.name))
+        if text is not None:
+            return text
+    value = s.iloc[pos]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _shown(s: pd.Series, pos: int, first_line) -> str:
+    return repr(_raw(s, pos, first_line))
 
 
 def _where(pos: int, first_line) -> str:
@@ -299,14 +361,18 @@ def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=N
         pos = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{source}: column '{col}' has a non-numeric, missing or infinite value "
-            f"{s.iloc[pos]!r} at {_where(pos, first_line)} ({int(bad.sum()):,} such rows)"
+            f"{_shown(s, pos, first_line)} at {_where(pos, first_line)} ({int(bad.sum()):,} such rows)"
         )
-    out = num.to_numpy(dtype=dtype)
+    if np.dtype(dtype).kind == "f":
+        with np.errstate(over="ignore"):  # reported below, with the row
+            out = num.to_numpy(dtype=np.float64).astype(dtype)
+    else:
+        out = num.to_numpy(dtype=dtype)
     if np.dtype(dtype).kind == "f" and not np.isfinite(out).all():  # finite, but not as float32
         over = ~np.isfinite(out)
         pos = int(np.flatnonzero(over)[0])
         raise DataError(
-            f"{source}: column '{col}' has the value {s.iloc[pos]!r} at {_where(pos, first_line)}, "
+            f"{source}: column '{col}' has the value {_shown(s, pos, first_line)} at {_where(pos, first_line)}, "
             f"beyond {np.dtype(dtype).name} (largest {np.finfo(dtype).max:.3g}; "
             f"{int(over.sum()):,} such rows)"
         )
@@ -336,8 +402,9 @@ def _timestamp_column(df: pd.DataFrame, col: str, source: str, first_line=None) 
         bad = np.ones(len(s), bool)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source}: column '{col}' has the timestamp {s.iloc[pos]!r} at "
-                        f"{_where(pos, first_line)}: {_why_not_int64(s.iloc[pos])} "
+        raw = _raw(s, pos, first_line)
+        raise DataError(f"{source}: column '{col}' has the timestamp {raw!r} at "
+                        f"{_where(pos, first_line)}: {_why_not_int64(raw)} "
                         f"({int(bad.sum()):,} such rows)")
     return num.to_numpy(np.int64)
 
@@ -364,6 +431,8 @@ def _check_scale(rating_scale):
     if rating_scale is None:
         return None
     try:
+        if isinstance(rating_scale, (str, bytes)):
+            raise TypeError
         lo, hi = (float(v) for v in rating_scale)
     except (TypeError, ValueError):
         raise TypeError(f"rating_scale must be (lowest, highest), got {rating_scale!r}") from None
@@ -377,22 +446,35 @@ def _check_in_scale(raw: pd.Series, vals: np.ndarray, col: str, scale, source: s
     out = (vals < np.float32(lo)) | (vals > np.float32(hi))
     if out.any():
         pos = int(np.flatnonzero(out)[0])
-        raise DataError(f"{source}: column '{col}' has the rating {raw.iloc[pos]!r} at "
+        raise DataError(f"{source}: column '{col}' has the rating {_shown(raw, pos, first_line)} at "
                         f"{_where(pos, first_line)}, outside rating_scale=({lo:g}, {hi:g}) "
                         f"({int(out.sum()):,} such rows)")
 
 
-def _check_ids(s: pd.Series, col: str, source: str, first_line) -> None:
-    """No NUL characters in text ids; no two ids of different types that are equal."""
+def _check_ids(s: pd.Series, col: str, source: str, first_line, codes=None, uniques=None,
+               empty_is_missing: bool = False) -> None:
+    """No NUL characters in text ids (nor empty ones where they mean missing); no two ids
+    of different types that are equal. Checked on ``uniques`` (with the rows' ``codes``)
+    when given: one pass over the distinct ids, not the rows."""
     if not pd.api.types.is_string_dtype(s.dtype) and s.dtype != object:
         return
-    if s.dtype == object:
-        text = s.map(lambda v: isinstance(v, str) and "\x00" in v)
+    ids = pd.Series(uniques) if uniques is not None else s
+
+    def first_row(bad: np.ndarray) -> int:
+        at = int(np.flatnonzero(bad)[0])
+        return at if uniques is None else int(np.flatnonzero(codes == at)[0])
+
+    if empty_is_missing:
+        empty = (ids.astype(object) == "").to_numpy(dtype=bool)
+        if empty.any():
+            raise DataError(f"{source}: missing {col} id at {_where(first_row(empty), first_line)} "
+                            f"(column '{col}')")
+    if ids.dtype == object:
+        nul = ids.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
     else:
-        text = s.str.contains("\x00", regex=False)
-    nul = text.to_numpy(dtype=bool)
+        nul = ids.str.contains("\x00", regex=False).to_numpy(dtype=bool)
     if nul.any():
-        pos = int(np.flatnonzero(nul)[0])
+        pos = first_row(nul)
         raise DataError(f"{source}: the {col} id {s.iloc[pos]!r} at {_where(pos, first_line)} "
                         f"(column '{col}') holds a NUL character")
     if s.dtype == object:
@@ -439,36 +521,32 @@ def _ids_as(s: pd.Series, dtype: str, col: str, source: str, first_line,
     Text that is not an integer, or is outside ``dtype``, is an error (with ``strict``;
     else it becomes NA: an id no integer vocabulary holds). Two different texts of one
     integer (``"007"`` and ``"7"``) are an error: they would merge two ids into one.
+    Surrounding spaces do not count (``" 7"`` is ``"7"``). Works on the distinct ids.
     """
-    stripped = s.astype(str).str.strip()
-    uniq = pd.unique(stripped)  # text of each distinct id
+    codes, uniq = pd.factorize(s)  # (n_rows,), distinct texts
     info = np.iinfo(dtype)
-    values, ok = [], np.ones(len(uniq), bool)
-    for n, text in enumerate(uniq):
-        t = text[1:] if text[:1] in "+-" else text
-        value = int(text) if t.isdigit() and t.isascii() else None
+    values, ok, seen = [], np.ones(len(uniq), bool), {}
+    for n, raw in enumerate(uniq):
+        text = str(raw).strip()
+        digits = text[1:] if text[:1] in "+-" else text
+        value = int(text) if digits.isdigit() and digits.isascii() else None
         if value is None or not info.min <= value <= info.max:
             if strict:
-                pos = int(np.flatnonzero((stripped == text).to_numpy())[0])
+                pos = int(np.flatnonzero(codes == n)[0])
                 why = "not an integer" if value is None else f"outside {dtype}"
-                raise DataError(f"{source}: the {col} id {s.iloc[pos]!r} at {_where(pos, first_line)} "
+                raise DataError(f"{source}: the {col} id {raw!r} at {_where(pos, first_line)} "
                                 f"(column '{col}') is {why} (id_dtype={dtype!r}); read ids as "
                                 "text with id_dtype='str'")
             ok[n], value = False, 0
-        values.append(value)
-    arr = np.array(values, dtype=dtype)
-    seen: dict = {}
-    for text, value, good in zip(uniq, arr.tolist(), ok):
-        if good and value in seen:
-            a = int(np.flatnonzero((stripped == seen[value]).to_numpy())[0])
-            b = int(np.flatnonzero((stripped == text).to_numpy())[0])
-            raise DataError(f"{source}: the {col} ids {seen[value]!r} ({_where(a, first_line)}) and "
-                            f"{text!r} ({_where(b, first_line)}) are both {value} as {dtype}; "
+        elif seen.setdefault(value, (text, n))[0] != text:
+            (other, m) = seen[value]
+            a, b = sorted((int(np.flatnonzero(codes == m)[0]), int(np.flatnonzero(codes == n)[0])))
+            raise DataError(f"{source}: the {col} ids {s.iloc[a]!r} ({_where(a, first_line)}) and "
+                            f"{s.iloc[b]!r} ({_where(b, first_line)}) are both {value} as {dtype}; "
                             "they would be merged into one id. Read ids as text "
                             "(id_dtype='str', the default) to keep them apart")
-        seen.setdefault(value, text)
-    codes = pd.Index(uniq).get_indexer(stripped)
-    out = pd.Series(arr[codes], index=s.index)
+        values.append(value)
+    out = pd.Series(np.array(values, dtype=dtype)[codes], index=s.index)
     if not ok.all():
         out = out.astype(object).where(ok[codes], None)
     return out

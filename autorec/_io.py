@@ -6,7 +6,9 @@ host name's sha1, ``PID``: the writer's process id), so a later write of the sam
 can tell a stale temp from a live one: :func:`clean_stale_temps` removes only temps of that
 exact pattern whose writer is a dead process on this host, or (from another host, or
 written by an autorec before the pid was in the name) that nobody has touched for
-:data:`STALE_AFTER_S` seconds. Nothing else in the folder is touched.
+:data:`STALE_AFTER_S` seconds. Nothing else in the folder is touched. (Two machines
+sharing a folder need distinct host names; processes in different pid namespaces of one
+host name see each other's writers as dead.)
 """
 from __future__ import annotations
 
@@ -59,9 +61,10 @@ def clean_stale_temps(path, suffix: str = "") -> list[Path]:
     """Remove the temps :func:`atomic_path` left for ``path`` in killed processes.
 
     Only regular files named exactly like its temps of ``path`` (``.NAME.tmp-...``) are
-    candidates; one is removed when its writer's pid is dead on this host, or when it has
-    not been modified for :data:`STALE_AFTER_S` seconds (another host's, or an older
-    autorec's, whose writer cannot be checked). Returns the removed paths.
+    candidates. One written on this host is removed when its writer's pid is dead (a live
+    pid, even a reused one, keeps it); one from another host, or from an older autorec
+    (no pid in the name), when it has not been modified for :data:`STALE_AFTER_S` seconds.
+    Returns the removed paths.
     """
     path = Path(path)
     pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(?:(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-)?"
@@ -78,10 +81,11 @@ def clean_stale_temps(path, suffix: str = "") -> list[Path]:
         try:
             if not entry.is_file(follow_symlinks=False):
                 continue
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-            dead = (match["pid"] is not None and match["host"] == host
-                    and not _alive(int(match["pid"])))
-            if dead or age > STALE_AFTER_S:
+            if match["pid"] is not None and match["host"] == host:  # its writer can be asked
+                stale = not _alive(int(match["pid"]))
+            else:  # another host's, or an older autorec's: by age
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+            if stale:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:  # removed meanwhile, or not ours to remove

@@ -200,6 +200,7 @@ class RatingMatrix:
         items=None,
         duplicates: str = "last",
         source: str = "DataFrame",
+        rating_scale: tuple[float, float] | None = None,
     ) -> RatingMatrix | tuple[RatingMatrix, AlignReport]:
         """Build from a long-format DataFrame, vectorised (``pd.factorize``).
 
@@ -222,9 +223,17 @@ class RatingMatrix:
             A warning says how many pairs were repeated.
         source : str
             Name used in error messages (e.g. the file path).
+        rating_scale : (float, float), optional
+            The ratings' declared ``(lowest, highest)``, e.g. ``(1, 5)``: a rating outside it
+            is a :class:`DataError` naming its row and value.
+
+        Raw ids keep the dtype of their column (str, int64, uint64, float, bool, object):
+        nothing is converted or merged. Missing ids (None/NaN), NUL characters in text ids,
+        and equal ids of different types in one object column (``1`` and ``True``) are
+        errors naming the row.
         """
         parsed = readers.read_frame(df, Columns(user, item, rating, timestamp), users=users,
-                                    items=items, source=source)
+                                    items=items, source=source, rating_scale=rating_scale)
         R = cls._from_triplets(parsed, duplicates)
         return (R, parsed.report) if parsed.report is not None else R
 
@@ -242,6 +251,8 @@ class RatingMatrix:
         names: list[str] | None = None,
         encoding: str = "utf-8",
         duplicates: str = "last",
+        id_dtype="str",
+        rating_scale: tuple[float, float] | None = None,
     ) -> RatingMatrix:
         """Read a CSV/TSV file of ratings (one rating per line).
 
@@ -261,15 +272,27 @@ class RatingMatrix:
             Text encoding (MovieLens ``ml-1m`` is ``"latin-1"``).
         duplicates : {"last", "mean", "error"}
             See :meth:`from_frame`.
+        id_dtype : {"str", "int64", "uint64"} or dict
+            How user and item ids are read (one for both, or ``{column: dtype}``). ``"str"``
+            (the default) keeps each id's text exactly: ``007``, ``0007`` and ``7`` are three
+            ids, and ``NA``, ``None``, ``null`` are ids, not missing values. ``"int64"`` /
+            ``"uint64"`` read integers exactly; text that is not one, or two texts of the
+            same integer (``007`` and ``7``), is an error rather than a merge.
+        rating_scale : (float, float), optional
+            See :meth:`from_frame`.
 
         Raises
         ------
         DataError
             Missing or empty file, wrong separator (detected, with a guess of the right
-            one), lines with more fields than the header, bad values (with their line).
+            one), a header naming a column twice, lines with more fields than the header,
+            bytes that are not valid ``encoding`` (with line and column), bad values: empty
+            ids, NUL characters in ids, non-numeric or overflowing ratings, ratings outside
+            ``rating_scale``, fractional or out-of-int64 timestamps (with their line).
         """
         parsed = readers.read_csv(path, Columns(user, item, rating, timestamp), sep=sep,
-                                  header=header, names=names, encoding=encoding)
+                                  header=header, names=names, encoding=encoding,
+                                  id_dtype=id_dtype, rating_scale=rating_scale)
         return cls._from_triplets(parsed, duplicates)
 
     @classmethod

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import split
 from .data import RatingMatrix
+from .exceptions import DataError
 
 __all__ = [
     "EvalPart", "Protocol", "PROTOCOLS", "autorec_protocol", "strong_generalization", "per_user_holdout",
@@ -120,6 +121,19 @@ def binarize_above(R: RatingMatrix, threshold: float) -> RatingMatrix:
     return R.binarize(t)
 
 
+def _positives(R: RatingMatrix, threshold: float) -> RatingMatrix:
+    """:func:`binarize_above`, and a DataError saying why when it leaves nothing."""
+    B = binarize_above(R, threshold)
+    if B.nnz == 0 and R.nnz > 0:
+        data = R.X.data
+        raise DataError(
+            f"threshold={threshold} removes all {R.nnz:,} ratings: positives are ratings "
+            f"strictly above it, and these range from {float(data.min()):g} to "
+            f"{float(data.max()):g}. Lower the threshold (CLI: --threshold), or leave it out "
+            "for implicit data")
+    return B
+
+
 # --------------------------------------------------------------------- protocols
 def autorec_protocol(
     R: RatingMatrix, test_size: float = 0.1, valid_size: float = 0.1, seed=0
@@ -196,11 +210,14 @@ def strong_generalization(
     """
     if not isinstance(n_heldout, (int, np.integer)) or n_heldout < 1:
         raise ValueError(f"n_heldout must be a positive integer, got {n_heldout!r}")
-    B = binarize_above(R, threshold).filter(min_user_ratings=min_user_ratings)
+    positives = _positives(R, threshold)
+    B = positives.filter(min_user_ratings=min_user_ratings)
     if B.nnz == 0:
-        raise ValueError(
-            f"no user has {min_user_ratings} or more ratings above {threshold}; "
-            "check threshold and min_user_ratings against the rating scale"
+        raise DataError(
+            f"no user has {min_user_ratings} or more ratings above {threshold}: of the "
+            f"{R.nnz:,} ratings, {positives.nnz:,} are above the threshold, and keeping users "
+            f"with min_user_ratings={min_user_ratings} of them removes all. Check threshold "
+            "and min_user_ratings against the rating scale"
         )
     s = split.heldout_users(B, n_valid=n_heldout, n_test=n_heldout, fold_in=fold_in, seed=seed)
     params = {
@@ -243,7 +260,7 @@ def per_user_holdout(
     """
     _check_valid_size(valid_size)
     if threshold is not None:
-        R = binarize_above(R, threshold)
+        R = _positives(R, threshold)
     rng = np.random.default_rng(seed)
     train, test = split.per_user(R, test_size, seed=rng)
     valid = None

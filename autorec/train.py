@@ -23,8 +23,8 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from ._io import atomic_path
-from .exceptions import ModelFileError, TrainingDiverged
+from ._checkpoint import load_checkpoint, save_checkpoint
+from .exceptions import TrainingDiverged
 
 __all__ = ["Batch", "OPTIMIZERS", "Trainer", "TrainingDiverged", "Validation", "resolve_device"]
 
@@ -87,6 +87,15 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} but CUDA is not available; use device='cpu' or 'auto'")
     return dev
+
+
+def _diverged(net, good: dict, good_epoch: int, changed, what: str):
+    """Restore the last weights known to give a finite loss, and raise TrainingDiverged."""
+    net.load_state_dict(good)
+    changed()
+    kept = f"the weights after epoch {good_epoch}" if good_epoch else "its initial weights"
+    raise TrainingDiverged(f"{what}; the model keeps {kept}, the last whose loss was finite. "
+                           "Lower lr or raise the regularisation.")
 
 
 def make_adam(net: torch.nn.Module, lr: float, weight_decay: float):
@@ -215,7 +224,10 @@ class Trainer:
         if resume and checkpoint is not None and Path(checkpoint).exists():
             state = self._load_checkpoint(checkpoint, net, optimizer, gen, identity)
             changed()
-        last_good = copy.deepcopy(net.state_dict())
+        # NaN guard: `good` are weights a step has seen give a finite loss; the weights at
+        # the end of an epoch are `unchecked` until the next step's loss is computed on them
+        good = unchecked = copy.deepcopy(net.state_dict())
+        good_epoch = unchecked_epoch = state["epoch"]
         bar = tqdm(range(state["epoch"], self.epochs), desc=self.desc, disable=not self.progress,
                    initial=state["epoch"], total=self.epochs, leave=False)
         for epoch in bar:
@@ -225,26 +237,26 @@ class Trainer:
             total, n_batches = 0.0, 0
             if full_batch:  # one step on the gradient of every row; the loop below is idle
                 total, n_batches = self._full_batch_step(net, rows, trainable, device, gen, optimizer,
-                                                         state, epoch, last_good, changed), 1
+                                                         state, epoch, good, good_epoch, changed), 1
+                good, good_epoch = unchecked, unchecked_epoch  # the step's first loss was finite
                 state["step"] += 1
             for lo in range(0, 0 if full_batch else len(order), self.batch_size):
                 idx = np.sort(order[lo:lo + self.batch_size])  # sorted rows slice faster
                 batch = Batch(torch.from_numpy(idx), rows[idx], len(trainable), device, gen)
                 loss = net.loss(batch, state["step"])
                 if not torch.isfinite(loss):
-                    net.load_state_dict(last_good)
-                    changed()
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {state['step']}; "
-                        "the model keeps the weights of the last good epoch. Lower lr or raise "
-                        "the regularisation."
-                    )
+                    _diverged(net, good, good_epoch, changed,
+                              f"loss is {loss.item()} at epoch {epoch + 1}, step {state['step']}")
+                good, good_epoch = unchecked, unchecked_epoch  # their loss was finite
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 state["step"] += 1
                 total += loss.item()
                 n_batches += 1
+            if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+                _diverged(net, good, good_epoch, changed,
+                          f"the weights hold NaN or infinite values after epoch {epoch + 1}")
             changed()
             record = {"epoch": epoch + 1, "loss": total / max(n_batches, 1),
                       "seconds": time.perf_counter() - start}
@@ -254,7 +266,7 @@ class Trainer:
                 self._early_stopping(state, record[metric], validation.lower_is_better, net)
             state["history"].append(record)
             state["epoch"] = epoch + 1
-            last_good = copy.deepcopy(net.state_dict())
+            unchecked, unchecked_epoch = copy.deepcopy(net.state_dict()), epoch + 1
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k not in ("epoch", "seconds")})
             if checkpoint is not None:
                 self._save_checkpoint(checkpoint, state, net, optimizer, gen, identity)
@@ -270,7 +282,7 @@ class Trainer:
 
     # --------------------------------------------------------------- helpers
     def _full_batch_step(self, net, rows, trainable, device, gen, optimizer, state, epoch,
-                         last_good, changed) -> float:
+                         good, good_epoch, changed) -> float:
         """One Rprop / L-BFGS step on the full objective; returns its loss before the step.
 
         The closure sums the losses (and gradients) of ``batch_size``-row chunks in row
@@ -287,12 +299,8 @@ class Trainer:
                 loss = net.loss(Batch(torch.from_numpy(idx), rows[idx], len(trainable), device, gen),
                                 state["step"])
                 if not torch.isfinite(loss):
-                    net.load_state_dict(last_good)
-                    changed()
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at epoch {epoch + 1} ({self.optimizer}); the model "
-                        "keeps the weights of the last good epoch. Lower lr or raise the "
-                        "regularisation.")
+                    _diverged(net, good, good_epoch, changed,
+                              f"loss is {loss.item()} at epoch {epoch + 1} ({self.optimizer})")
                 loss.backward()
                 total += loss.item()
             return torch.tensor(total)
@@ -316,35 +324,9 @@ class Trainer:
             state["bad_epochs"] += 1
 
     def _save_checkpoint(self, path, state, net, optimizer, gen, identity: dict) -> None:
-        payload = {
-            "format": "autorec-checkpoint",
-            "identity": identity,
-            "network": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": gen.get_state(),
-            **{k: state.get(k) for k in _RESUMED},
-        }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        save_checkpoint(path, state=state, net=net, optimizer=optimizer, gen=gen, identity=identity)
 
     @staticmethod
     def _load_checkpoint(path, net, optimizer, gen, identity: dict) -> dict:
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelFileError(f"{path}: not a readable checkpoint ({exc})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != "autorec-checkpoint":
-            raise ModelFileError(f"{path}: not an autorec checkpoint")
-        saved = payload.get("identity", {})
-        if saved != identity:
-            diff = {k: (saved.get(k), identity.get(k)) for k in set(saved) | set(identity)
-                    if saved.get(k) != identity.get(k)}
-            raise ModelFileError(f"{path}: checkpoint was written for another run (saved, now): {diff}")
-        net.load_state_dict(payload["network"])
-        optimizer.load_state_dict(payload["optimizer"])
-        gen.set_state(payload["generator"])
-        return {k: payload[k] for k in _RESUMED}
+        return load_checkpoint(path, net, optimizer, gen, identity)
 
-
-#: Trainer state carried by a checkpoint besides weights, optimizer and generator
-_RESUMED = ("epoch", "step", "history", "best", "best_epoch", "best_state", "bad_epochs")

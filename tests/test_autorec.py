@@ -394,9 +394,11 @@ def test_model_file_keeps_codes_not_ratings_and_format_1_loads(cls, data, tmp_pa
     assert not any(isinstance(v, sp.spmatrix) for v in vars(model).values())
     path = model.save(tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)
-    assert payload["format_version"] == 2 and "train_X" not in payload["state"]
+    assert payload["format_version"] == 3 and "train_X" not in payload["state"]
     assert payload["state"]["codes"].shape == (model._rows_of(data.X).shape[0], model.hidden)
-    old = dict(payload, format_version=1)
+    old = {k: v for k, v in payload.items() if k != "digest"}  # formats 1-2 had no digest
+    old.update(format_version=1, users=torch.tensor(data.users.to_numpy(np.int64)),
+               items=torch.tensor(data.items.to_numpy(np.int64)))  # int ids: an int64 tensor
     old["state"] = {k: v for k, v in payload["state"].items() if k != "codes"}
     X = data.X  # format 1's layout of the training ratings
     old["state"]["train_X"] = {"indptr": torch.from_numpy(X.indptr.astype(np.int64)),

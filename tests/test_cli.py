@@ -113,11 +113,12 @@ def test_rating_model_history_and_set(ratings_csv, tmp_path, capsys):
 def test_recommend_csv_k_rows_no_seen_raw_ids(pop_run, tmp_path, capsys):
     code, text, _ = run(capsys, "recommend", pop_run / "model.pt", "--k", 5, "--out", tmp_path / "r.csv")
     assert code == 0 and "60 users" in text
-    df = pd.read_csv(tmp_path / "r.csv")
+    df = pd.read_csv(tmp_path / "r.csv", dtype={"user": str, "item": str})
     assert list(df.columns) == ["user", "item", "rank", "score"]
     train = train_split(pop_run)
     assert df["user"].unique().tolist() == list(train.users)  # raw ids, all users
-    assert df["user"].str.startswith("u").all() and df["item"].between(1001, 1080).all()
+    assert train.items.dtype == "str"  # CSV ids are read as text, exactly
+    assert df["user"].str.startswith("u").all() and df["item"].astype(int).between(1001, 1080).all()
     assert (df.groupby("user").size() == 5).all()
     assert len(df.merge(train.to_frame(), on=["user", "item"])) == 0  # no seen items
 

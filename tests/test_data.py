@@ -78,7 +78,9 @@ def test_from_csv_no_header_multichar_sep_and_surplus_columns(tmp_path):
     path.write_text("1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n")
     R = RatingMatrix.from_csv(path, sep="::", header=False)  # 4th column ignored
     np.testing.assert_array_equal(dense(R), [[5, 3], [4, 0]])
-    assert list(R.users) == [1, 2] and list(R.items) == [10, 20]
+    assert list(R.users) == ["1", "2"] and list(R.items) == ["10", "20"]  # ids as text
+    R = RatingMatrix.from_csv(path, sep="::", header=False, id_dtype="int64")
+    assert list(R.users) == [1, 2] and list(R.items) == [10, 20] and R.users.dtype == np.int64
     T = RatingMatrix.from_csv(path, sep="::", header=False, timestamp="timestamp")
     np.testing.assert_array_equal(T.timestamps, [978300760, 978302109, 978301968])
     named = RatingMatrix.from_csv(path, "a", "b", "c", sep="::", header=False, names=["a", "b", "c", "d"])

@@ -100,8 +100,12 @@ def test_strong_errors(R):
         protocols.strong_generalization(R, n_heldout=0)
     with pytest.raises(ValueError, match="leaves no training user"):
         protocols.strong_generalization(R, n_heldout=200)
-    with pytest.raises(ValueError, match="no user has"):
+    with pytest.raises(ValueError, match=rf"threshold=5.0 removes all {R.nnz:,} ratings.*range from 0.5 to 5"):
         protocols.strong_generalization(R, n_heldout=5, threshold=5.0)
+    with pytest.raises(ValueError, match=rf"no user has 1000 .* of the {R.nnz:,} ratings, [0-9,]+ are above"):
+        protocols.strong_generalization(R, n_heldout=5, min_user_ratings=1000)
+    with pytest.raises(ValueError, match="threshold=9 removes all"):
+        protocols.per_user_holdout(R, threshold=9)
 
 
 def test_per_user_holdout(R):

@@ -163,7 +163,10 @@ def cmd_recommend(args) -> int:
     if args.history:
         history = load_data({"ratings": args.history, "sep": separator(args.sep), "user": args.user,
                              "item": args.item, "rating": column(args.rating),
-                             "timestamp": args.timestamp, "header": not args.no_header})
+                             "timestamp": args.timestamp, "header": not args.no_header,
+                             # ids typed as the model's, so its users and items are found
+                             "id_dtype": {args.user: _csv_id_dtype(model.users_),
+                                          args.item: _csv_id_dtype(model.items_)}})
         history, _ = history.align(items=model.items_)  # drops (and reports) unknown items
         config = config_if_any(args.model_file)
         threshold = (config or {}).get("protocol", {}).get("kwargs", {}).get("threshold")
@@ -185,6 +188,12 @@ def cmd_recommend(args) -> int:
     part = f"part {args.shard} of {args.num_shards} of " if args.num_shards > 1 else ""
     print(f"wrote top-{args.k} recommendations for {part}{n_users:,} users to {path}")
     return 0
+
+def _csv_id_dtype(ids: pd.Index) -> str:
+    """How to read a CSV's ids to match ``ids``: as int64/uint64 integers, else as text."""
+    kind = getattr(ids.dtype, "kind", "O")
+    return {"i": "int64", "u": "uint64"}.get(kind, "str")
+
 
 def read_user_ids(path, known: pd.Index) -> list:
     """Raw user ids, one per line (blank lines and ``#`` comments skipped; an optional

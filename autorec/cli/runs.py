@@ -46,7 +46,8 @@ def load_data(spec: dict, *, download: bool = True, progress: bool = True):
         raise FileNotFoundError(f"{path}: no such ratings file")
     try:
         return RatingMatrix.from_csv(path, spec["user"], spec["item"], spec["rating"],
-                                     spec["timestamp"], sep=spec["sep"], header=spec["header"])
+                                     spec["timestamp"], sep=spec["sep"], header=spec["header"],
+                                     id_dtype=spec.get("id_dtype", "str"))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
 

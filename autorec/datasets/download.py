@@ -22,6 +22,9 @@ DEFAULT_MIRROR = "https://files.grouplens.org/datasets/movielens/"
 CHUNK_BYTES = 1 << 20  # download and hashing
 TIMEOUT_S = 60
 ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError)
+#: what reading a zip member can raise besides damage: an encrypted member (RuntimeError)
+#: or a compression method Python's zipfile cannot read (NotImplementedError)
+ZIP_UNREADABLE = ZIP_DAMAGE + (RuntimeError, NotImplementedError)
 
 
 # ------------------------------------------------------------------ locations
@@ -134,10 +137,27 @@ def member_info(zf: zipfile.ZipFile, member: str, path) -> zipfile.ZipInfo:
 
 
 def read_member(zf: zipfile.ZipFile, member: str, path) -> bytes:
-    """The bytes of ``member``; a DataError when it is missing or damaged."""
+    """The bytes of ``member``; a DataError when it is missing, damaged, encrypted or
+    compressed with a method zipfile cannot read."""
     info = member_info(zf, member, path)
     try:
         return zf.read(info)
-    except ZIP_DAMAGE as exc:
-        raise DataError(f"{member} in {path} is damaged ({exc}); delete {path} and download "
-                        "it again") from exc
+    except ZIP_UNREADABLE as exc:
+        raise member_error(exc, info, path) from exc
+
+
+def member_error(exc: Exception, info: zipfile.ZipInfo, path) -> DataError:
+    """The DataError for an exception raised while reading ``info`` from the archive ``path``."""
+    member = info.filename
+    if info.flag_bits & 0x1 or (isinstance(exc, RuntimeError) and "encrypted" in str(exc)):
+        return DataError(f"{member} in {path} is encrypted (password-protected); autorec reads "
+                         "unencrypted archives only: use the published archive, or extract it "
+                         "and read the ratings file with RatingMatrix.from_csv")
+    if isinstance(exc, NotImplementedError) or info.compress_type not in (zipfile.ZIP_STORED,
+                                                                             zipfile.ZIP_DEFLATED,
+                                                                             zipfile.ZIP_BZIP2,
+                                                                             zipfile.ZIP_LZMA):
+        return DataError(f"{member} in {path} uses zip compression method {info.compress_type}, "
+                         f"which Python's zipfile cannot read ({exc}); re-create the archive with "
+                         "plain deflate compression, or download the published one")
+    return DataError(f"{member} in {path} is damaged ({exc}); delete {path} and download it again")

@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._io import clean_stale_temps
 from ..data import RatingMatrix
 from ..exceptions import ChecksumError, DataError, DownloadError
 from .cache import read_parsed_cache, write_parsed_cache
 from .download import (
-    DEFAULT_MIRROR, ZIP_DAMAGE, cache_dir, fetch, file_digest, member_info, mirror_url,
-    open_archive, read_member, search_dirs,
+    DEFAULT_MIRROR, ZIP_UNREADABLE, cache_dir, fetch, file_digest, member_error, member_info,
+    mirror_url, open_archive, read_member, search_dirs,
 )
 from .parser import read_items, read_ratings
 
@@ -36,7 +37,7 @@ __all__ = [
     "download", "info", "load_movielens",
 ]
 
-CACHE_FORMAT = 1  # bump when the parsed-cache layout or the parser's output changes
+CACHE_FORMAT = 2  # bump when the parsed-cache layout or the parser's output changes (2: a digest)
 CITATION = ("F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and "
             "Context. ACM TiiS 5, 4, Article 19. https://doi.org/10.1145/2827872")
 
@@ -266,6 +267,7 @@ def load_movielens(name: str, data_dir=None, *, download: bool = True, verify: b
         member, malformed line; subclasses :class:`ChecksumError`, :class:`DownloadError`.
     """
     spec = _spec(name)
+    clean_stale_temps(cache_dir() / spec.archive)  # left by a killed download
     path = dataset_path(name, data_dir)
     if not path.is_file():
         if not download:
@@ -279,6 +281,8 @@ def load_movielens(name: str, data_dir=None, *, download: bool = True, verify: b
     if check_contents and spec.ratings_sha256 is None:
         raise _archive_mismatch(spec, path, archive_md5)
     cache_file = cache_dir() / "parsed" / f"{spec.name}-{archive_md5}-v{CACHE_FORMAT}.npz"
+    if cache:
+        clean_stale_temps(cache_file, ".npz")  # left by a killed cache write
     with open_archive(path) as zf:
         arrays = read_parsed_cache(cache_file) if cache else None
         if arrays is not None and check_contents and (
@@ -359,9 +363,8 @@ def _parse_ratings(zf, spec: MovieLensSpec, path, archive_md5: str,
             return zf.open(info)
     try:
         user_id, item_id, rating, timestamp = read_ratings(open_source, spec, where)
-    except ZIP_DAMAGE as exc:
-        raise DataError(f"{where} is damaged ({exc}); delete {path} and download it "
-                        "again") from exc
+    except ZIP_UNREADABLE as exc:
+        raise member_error(exc, member_info(zf, spec.ratings_file, path), path) from exc
     (user_idx, users), (item_idx, items) = _factorize(user_id), _factorize(item_id)
     R = RatingMatrix.from_arrays(user_idx, item_idx, rating, users=users, items=items, timestamps=timestamp)
     return {"indptr": R.X.indptr, "indices": R.X.indices, "data": R.X.data,

@@ -66,22 +66,41 @@ def load(path, device: str | None = None):
     """Load a model written by ``model.save(path)``.
 
     Uses ``torch.load(..., weights_only=True)``: a file that holds anything but tensors and
-    plain values is refused rather than unpickled.
+    plain values is refused rather than unpickled. The file's digest is verified (files
+    written before format 3 have none and load without that check), then every part is
+    checked against the others before use: params against the class, weights' shapes and
+    dtypes against the network the params build, factor and code matrices against the
+    ids, index arrays against their bounds.
 
     Parameters
     ----------
     path : str or Path
     device : str, optional
         Override the saved ``device`` parameter of torch models (e.g. ``"cpu"``).
+
+    Raises
+    ------
+    FileNotFoundError
+    ModelFileError
+        One message naming the file and what is wrong with it.
     """
+    from .._validate import Invalid
     from ..exceptions import ModelFileError
-    from .base import read_model_file
+    from ._format import read_model_file
 
     payload = read_model_file(path)
-    name = _BY_CLASS.get(payload.get("class"))
+    cls_name = payload["class"]
+    name = _BY_CLASS.get(cls_name) if isinstance(cls_name, str) else None
     if name is None:
-        raise ModelFileError(f"{path}: unknown model class {payload.get('class')!r}")
-    return model_class(name)._from_payload(payload, device)
+        raise ModelFileError(f"{path}: unknown model class {cls_name!r}; this autorec has "
+                             f"{', '.join(_BY_CLASS)}")
+    try:
+        return model_class(name)._from_payload(payload, device)
+    except Invalid as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    except (KeyError, IndexError, TypeError, ValueError) as exc:  # a check the loader lacks
+        raise ModelFileError(f"{path}: not a consistent {cls_name} model file "
+                             f"({type(exc).__name__}: {exc})") from exc
 
 
 def __getattr__(attr: str):

@@ -17,7 +17,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from .. import _checks
-from .base import BaseRecommender
+from .._validate import tensor
+from .base import BaseRecommender, _state_keys
 
 __all__ = ["_ImplicitMF"]
 
@@ -152,8 +153,17 @@ class _ImplicitMF(BaseRecommender):
     def _get_state(self) -> dict:
         return {"user_factors": self.user_factors_.cpu(), "item_factors": self.item_factors_.cpu()}
 
+    #: state entries besides the two factor matrices (LMF: its item popularity)
+    _extra_state_keys: tuple = ()
+
     def _set_state(self, state: dict) -> None:
-        self._set_factors(state["user_factors"].numpy(), state["item_factors"].numpy())
+        _state_keys(state, ("user_factors", "item_factors", *self._extra_state_keys))
+        f = int(self.factors) + self._extra_columns
+        U = tensor(state["user_factors"], "state['user_factors']", dtype=torch.float32,
+                   shape=(self.n_users_, f), finite=True)  # (n_users, f)
+        V = tensor(state["item_factors"], "state['item_factors']", dtype=torch.float32,
+                   shape=(self.n_items_, f), finite=True)  # (n_items, f)
+        self._set_factors(U.numpy(), V.numpy())
 
 
 def _ix(idx, device) -> torch.Tensor:

@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
+from .._validate import Invalid, plain, tensor
 from ..exceptions import NotFittedForUser
 from ..data import RatingMatrix
 from ..losses import l2_penalty, masked_sse, observed_sse
 from .biased_mf import damped_biases
 from ._sparse_ops import Pattern, pair_dots, sddmm, spmm
 from ..train import OPTIMIZERS
-from .torch_base import TorchRecommender, csr_from_state
+from .torch_base import TorchRecommender, _rating_range, csr_from_state
 
 __all__ = ["IAutoRec", "UAutoRec", "AutoRecNet", "ROUTES", "resolve_route"]
 
@@ -319,14 +320,7 @@ class _AutoRec(TorchRecommender):
         Users or items without training ratings (or ``user_idx = -1``) get
         ``default_rating``. Returns numpy float32 of the pairs' shape.
         """
-        self._check_fitted()
-        u = np.asarray(user_idx, dtype=np.int64)
-        i = np.asarray(item_idx, dtype=np.int64)
-        if u.shape != i.shape:
-            raise ValueError(f"user_idx has shape {u.shape} but item_idx has shape {i.shape}")
-        shape, u, i = u.shape, u.reshape(-1), i.reshape(-1)
-        if len(u) and (u.min() < -1 or u.max() >= self.n_users_ or i.min() < 0 or i.max() >= self.n_items_):
-            raise ValueError(f"positions out of range (n_users={self.n_users_}, n_items={self.n_items_})")
+        shape, u, i = self._check_pairs(user_idx, item_idx)
         out = np.full(len(u), self._default_score, dtype=np.float32)
         ok = (u >= 0) & self.known_users_[np.maximum(u, 0)] & self.known_items_[i]  # (n,)
         if ok.any():
@@ -370,21 +364,34 @@ class _AutoRec(TorchRecommender):
                 "item_bias": torch.from_numpy(self.item_bias_.copy())} if self._residual_on else {}),
         }
 
+    _extra_state_keys = ("rating_range", "rating_mean", "known_items", "route")
+    _optional_state_keys = ("codes", "train_X", "user_bias", "item_bias")  # codes since format 2; train_X in format 1; biases with residual
+
     def _set_extra_state(self, state: dict) -> None:
-        self.rating_range_ = tuple(float(x) for x in state["rating_range"])
-        self.rating_mean_ = float(state["rating_mean"])
-        self.known_items_ = state["known_items"].numpy().astype(bool)
-        self.route_ = state["route"]
+        self.rating_range_ = _rating_range(state["rating_range"])
+        self.rating_mean_ = float(plain(state["rating_mean"], "state['rating_mean']", "float"))
+        self.known_items_ = tensor(state["known_items"], "state['known_items']", dtype=torch.bool,
+                                   shape=(self.n_items_,)).numpy().copy()
+        self.route_ = plain(state["route"], "state['route']", "str")
+        if self.route_ not in ROUTES[1:]:
+            raise Invalid(f"state['route'] is {self.route_!r}, expected one of {ROUTES[1:]}")
         if "user_bias" in state:
-            self.user_bias_ = state["user_bias"].numpy()
-            self.item_bias_ = state["item_bias"].numpy()
+            self.user_bias_ = tensor(state["user_bias"], "state['user_bias']", shape=(self.n_users_,),
+                                     finite=True).numpy().copy()
+            self.item_bias_ = tensor(state["item_bias"], "state['item_bias']", shape=(self.n_items_,),
+                                     finite=True).numpy().copy()
         else:  # files written before ``residual`` existed hold the plain model
             self.residual = False
         self._rows = None
+        if ("codes" in state) == ("train_X" in state):
+            raise Invalid("state must hold either 'codes' (format 2 and later) or 'train_X' (format 1)")
         if "codes" in state:
-            self._codes = state["codes"].float()
+            n_rows = self.n_items_ if self._item_based else self.n_users_
+            self._codes = tensor(state["codes"], "state['codes']", dtype=torch.float32,
+                                 shape=(n_rows, hidden_sizes(self.hidden)[-1]), finite=True)  # (n_rows, hidden[-1])
         else:  # format 1 stored the training ratings: encode them once, keep only the codes
-            self._rows, self._codes = self._rows_of(self._inputs(csr_from_state(state["train_X"]))), None
+            X = csr_from_state(state["train_X"], (self.n_users_, self.n_items_))
+            self._rows, self._codes = self._rows_of(self._inputs(X)), None
 
     def _set_state(self, state: dict) -> None:
         super()._set_state(state)

@@ -14,21 +14,22 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 
 from .._io import atomic_path
+from .._validate import Invalid, keys, tensor
 from .._version import __version__
 from ..data import RatingMatrix
-from ..exceptions import ModelFileError, NotFittedError, NotFittedForUser
-from ..ranking import SCORE_BUDGET_BYTES
+from ..exceptions import NotFittedError, NotFittedForUser
+from ..ranking import SCORE_BUDGET_BYTES, _check_k
+from . import _format
+from ._format import read_model_file
 
 __all__ = ["BaseRecommender", "NotFittedError", "NotFittedForUser", "read_model_file",
            "SCORE_BUDGET_BYTES"]
 
-FORMAT = "autorec-model"
-FORMAT_VERSION = 2  # 2: models keep no training ratings (AutoRec stores its codes)
+FORMAT, FORMAT_VERSION = _format.FORMAT, _format.FORMAT_VERSION
 
 
 class BaseRecommender:
@@ -136,6 +137,26 @@ class BaseRecommender:
         """Predicted ratings for (user, item) position pairs; rating models only."""
         raise TypeError(f"{type(self).__name__} ranks items and does not predict ratings")
 
+    def _check_pairs(self, user_idx, item_idx) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """``(shape, u, i)``: flat int64 positions of ``predict``'s pairs, checked.
+
+        ``user_idx`` may hold ``-1`` (a user not in training); anything else outside
+        ``0..n_users-1`` or ``0..n_items-1`` is a ValueError naming the first bad value.
+        """
+        self._check_fitted()
+        u, i = _positions(user_idx, "user_idx"), _positions(item_idx, "item_idx")
+        if u.shape != i.shape:
+            raise ValueError(f"user_idx has shape {u.shape} but item_idx has shape {i.shape}")
+        shape, u, i = u.shape, u.reshape(-1), i.reshape(-1)
+        for name, pos, low, n in (("user_idx", u, -1, self.n_users_), ("item_idx", i, 0, self.n_items_)):
+            bad = (pos < low) | (pos >= n)
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                extra = ", or -1 for a user not in training" if low < 0 else ""
+                raise ValueError(f"{name} {int(pos[first])} (at position {first}) is out of range: "
+                                 f"0..{n - 1}{extra}")
+        return shape, u, i
+
     def _is_new(self, users: np.ndarray) -> np.ndarray:
         """Mask of users to fold in: ``-1`` or empty in training. Shape (B,)."""
         new = users < 0
@@ -147,7 +168,7 @@ class BaseRecommender:
         X = sp.csr_matrix(X, dtype=np.float32)
         if users is None:
             users = np.full(X.shape[0], -1, dtype=np.int64)
-        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        users = _positions(users, "users").reshape(-1)
         if X.shape != (len(users), self.n_items_):
             raise ValueError(
                 f"X has shape {X.shape}; expected ({len(users)}, {self.n_items_}) "
@@ -183,9 +204,7 @@ class BaseRecommender:
             ``-inf`` where padded.
         """
         users, X = self._check_users_X(users, X)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        k = min(int(k), self.n_items_)
+        k = min(_check_k(k), self.n_items_)  # 2.5 and True are refused, not rounded
         if batch_size is None:
             batch_size = max(1, SCORE_BUDGET_BYTES // (4 * max(self.n_items_, 1)))
         out_idx = np.empty((len(users), k), dtype=np.int64)
@@ -212,14 +231,22 @@ class BaseRecommender:
     # ------------------------------------------------------------ persistence
     @classmethod
     def _from_payload(cls, payload: dict, device: str | None = None) -> BaseRecommender:
-        """The fitted model a :func:`read_model_file` payload describes."""
-        params = dict(payload["params"])
+        """The fitted model a :func:`read_model_file` payload describes, every part checked
+        against the others before use (:class:`~autorec._validate.Invalid` otherwise)."""
+        version = payload["format_version"]
+        params = _format.params_from_payload(cls, payload["params"])
         if device is not None and "device" in params:
             params["device"] = device
         model = cls(**params)
-        model.users_ = _ids_from_payload(payload["users"])
-        model.items_ = _ids_from_payload(payload["items"])
-        model.known_users_ = payload["known_users"].numpy().astype(bool)
+        try:
+            model._check_params()
+        except (TypeError, ValueError) as exc:
+            raise Invalid(f"params: {exc}") from None
+        model.users_ = _format.ids_from_payload(payload["users"], "users", version)
+        model.items_ = _format.ids_from_payload(payload["items"], "items", version)
+        known = tensor(payload["known_users"], "known_users", dtype=torch.bool,
+                       shape=(len(model.users_),))
+        model.known_users_ = known.numpy().copy()
         model._set_state(payload["state"])
         return model
 
@@ -228,63 +255,48 @@ class BaseRecommender:
         raise NotImplementedError
 
     def _set_state(self, state: dict) -> None:  # pragma: no cover
+        """Restore ``_get_state``'s state, read from a file: check every entry first
+        (:mod:`autorec._validate`), with ``users_``/``items_``/params already set."""
         raise NotImplementedError
 
     def save(self, path) -> Path:
-        """Write the model to one file (atomic): class, params, ids, weights, version.
+        """Write the model to one file (atomic): class, params, ids, weights, version, digest.
 
         The file loads with ``torch.load(path, weights_only=True)``: no pickled objects.
+        Raw ids keep their dtype (str, int64, uint64, float, bool, mixed); ``autorec.load``
+        verifies the digest and the file's consistency.
         """
         self._check_fitted()
         payload = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format": _format.FORMAT,
+            "format_version": _format.FORMAT_VERSION,
             "autorec_version": __version__,
             "class": type(self).__name__,
             "params": self.get_params(),
-            "users": _ids_to_payload(self.users_),
-            "items": _ids_to_payload(self.items_),
-            "known_users": torch.from_numpy(self.known_users_.copy()),
+            "users": _format.ids_to_payload(self.users_),
+            "items": _format.ids_to_payload(self.items_),
+            "known_users": torch.from_numpy(np.asarray(self.known_users_, dtype=bool).copy()),
             "state": self._get_state(),
         }
         path = Path(path)
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            torch.save(_format.sign(payload), tmp)
         return path
 
 
-def read_model_file(path) -> dict:
-    """The checked payload of a model file written by :meth:`BaseRecommender.save`.
-
-    Uses ``torch.load(..., weights_only=True)``: a file that holds anything but tensors and
-    plain values is refused rather than unpickled. :func:`autorec.models.load` turns the
-    payload into a model.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupted, truncated, or not weights-only
-        raise ModelFileError(f"{path}: not a readable autorec model file ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an autorec model file")
-    if payload["format_version"] > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: written by a newer autorec (format {payload['format_version']})")
-    return payload
+def _positions(values, name: str) -> np.ndarray:
+    """``values`` as int64 positions; floats and bools are refused, not truncated."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+        raise TypeError(f"{name} must hold integer positions, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} {int(arr.max())} is out of range")
+    return arr.astype(np.int64)
 
 
-def _ids_to_payload(index: pd.Index):
-    """Raw ids as a tensor (integers) or a list of str; weights-only loadable."""
-    if pd.api.types.is_integer_dtype(index.dtype):
-        return torch.from_numpy(np.asarray(index, dtype=np.int64))
-    return [str(x) for x in index]
-
-
-def _ids_from_payload(ids) -> pd.Index:
-    if isinstance(ids, torch.Tensor):
-        return pd.Index(ids.numpy())
-    return pd.Index(ids, dtype=object)
+def _state_keys(state, required, optional=()) -> dict:
+    """Shared by the models' ``_set_state``: ``state`` is a dict with exactly these keys."""
+    return keys(state, "state", required, optional)
 
 
 def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

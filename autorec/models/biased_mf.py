@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from .. import _checks
+from .._validate import plain, tensor
 from ..train import Batch
-from .torch_base import TorchRecommender
+from .torch_base import TorchRecommender, _rating_range
 
 __all__ = ["BiasedMF"]
 
@@ -106,26 +107,28 @@ class BiasedMF(TorchRecommender):
         return {"global_mean": self.global_mean_, "rating_range": list(self.rating_range_),
                 "known_items": torch.from_numpy(self.known_items_.copy())}
 
+    _extra_state_keys = ("global_mean", "rating_range", "known_items")
+
     def _set_extra_state(self, state: dict) -> None:
-        self.global_mean_ = state["global_mean"]
-        self.rating_range_ = tuple(state["rating_range"])
-        self.known_items_ = state["known_items"].numpy().astype(bool)
+        self.global_mean_ = float(plain(state["global_mean"], "state['global_mean']", "float"))
+        self.rating_range_ = _rating_range(state["rating_range"])
+        self.known_items_ = tensor(state["known_items"], "state['known_items']", dtype=torch.bool,
+                                   shape=(self.n_items_,)).numpy().copy()
 
     def predict(self, user_idx, item_idx) -> np.ndarray:
         """Ratings for (user_idx, item_idx) pairs, clipped to the training range; (n,)."""
-        self._check_fitted()
-        u = np.asarray(user_idx, dtype=np.int64)
-        i = np.asarray(item_idx, dtype=np.int64)
-        known_u, known_i = self.known_users_[u], self.known_items_[i]
+        shape, u, i = self._check_pairs(user_idx, item_idx)
+        known_u = (u >= 0) & self.known_users_[np.maximum(u, 0)]  # -1: a user not in training
+        known_i = self.known_items_[i]
         net = self.network_
         with torch.no_grad():
-            uu = torch.from_numpy(u).to(self.device_)
+            uu = torch.from_numpy(np.maximum(u, 0)).to(self.device_)
             ii = torch.from_numpy(i).to(self.device_)
             dot = (net.user_factors[uu] * net.item_factors[ii]).sum(1).cpu().numpy()
             bu = net.user_bias[uu].cpu().numpy()
             bi = net.item_bias[ii].cpu().numpy()
         pred = self.global_mean_ + bu * known_u + bi * known_i + dot * (known_u & known_i)
-        return np.clip(pred, *self.rating_range_).astype(np.float32)
+        return np.clip(pred, *self.rating_range_).astype(np.float32).reshape(shape)
 
     def score(self, users, X) -> torch.Tensor:
         """Predicted ratings of all items (B, n_items); new users get μ + b_i + a folded-in

@@ -10,7 +10,8 @@ from scipy.linalg import lapack
 
 from ..data import RatingMatrix
 from .. import _checks
-from .base import BaseRecommender
+from .._validate import tensor
+from .base import BaseRecommender, _state_keys
 
 __all__ = ["EASE"]
 
@@ -59,7 +60,10 @@ class EASE(BaseRecommender):
         return {"B": self.B_}
 
     def _set_state(self, state: dict) -> None:
-        self.B_ = state["B"].float().contiguous()
+        _state_keys(state, ("B",))
+        n = self.n_items_
+        self.B_ = tensor(state["B"], "state['B']", dtype=torch.float32, shape=(n, n),
+                         finite=True).contiguous()  # (n_items, n_items)
 
 
 def _spd_inverse_inplace(G: np.ndarray, block: int = 1024) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._validate import Invalid, tensor
 from ._implicit_base import _FOLD_BUDGET, _ImplicitMF, _ix, _length_chunks, _padded_rows, _rows
 from ..data import RatingMatrix
 
@@ -143,9 +144,16 @@ class LMF(_ImplicitMF):
         state["item_popularity"] = None if pop is None else pop.cpu()
         return state
 
+    _extra_state_keys = ("item_popularity",)
+
     def _set_state(self, state: dict) -> None:
-        if state.get("item_popularity") is not None:
-            self.item_popularity_ = state["item_popularity"].double()
+        pop = state.get("item_popularity") if isinstance(state, dict) else None
+        if pop is not None:
+            pop = tensor(pop, "state['item_popularity']", dtype=torch.float64,
+                         shape=(self.n_items_,), finite=True)  # (n_items,) shares
+            if bool((pop < 0).any()):
+                raise Invalid("state['item_popularity'] holds negative shares")
+            self.item_popularity_ = pop
         super()._set_state(state)
 
     def fold_in(self, X) -> torch.Tensor:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._validate import Invalid, tensor
 from ..data import RatingMatrix
-from .base import BaseRecommender
+from .base import BaseRecommender, _state_keys
 
 __all__ = ["Popularity"]
 
@@ -34,4 +35,9 @@ class Popularity(BaseRecommender):
         return {"item_counts": self.item_counts_}
 
     def _set_state(self, state: dict) -> None:
-        self.item_counts_ = state["item_counts"].float()
+        _state_keys(state, ("item_counts",))
+        counts = tensor(state["item_counts"], "state['item_counts']", dtype=torch.float32,
+                        shape=(self.n_items_,), finite=True)  # one count per item id
+        if bool((counts < 0).any()):
+            raise Invalid("state['item_counts'] holds negative counts")
+        self.item_counts_ = counts

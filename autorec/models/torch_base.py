@@ -14,12 +14,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .. import _checks, metrics
+from .. import _checks, _validate, metrics
 from ..data import RatingMatrix
 from ..exceptions import NotFittedError
 from ..protocols import EvalPart
 from ..train import Trainer, Validation, resolve_device
-from .base import BaseRecommender
+from .base import BaseRecommender, _state_keys
 
 __all__ = ["TorchRecommender", "csr_from_state"]
 
@@ -132,8 +132,13 @@ class TorchRecommender(BaseRecommender):
         """Fitted values other than the network's weights, for saving."""
         return {}
 
+    #: entries of the saved state besides "network" (checked by ``_set_state``); the
+    #: optional ones may be absent
+    _extra_state_keys: tuple = ()
+    _optional_state_keys: tuple = ()
+
     def _set_extra_state(self, state: dict) -> None:
-        pass
+        """Restore (and check) the entries of ``_extra_state``, before the network is built."""
 
     # ------------------------------------------------------------- validation
     @staticmethod
@@ -178,8 +183,13 @@ class TorchRecommender(BaseRecommender):
 
     def _set_state(self, state: dict) -> None:
         self.device_ = resolve_device(self.device)
+        _state_keys(state, ("network", *self._extra_state_keys), self._optional_state_keys)
         self._set_extra_state(state)
-        self.network_ = self._build_network()
+        with torch.random.fork_rng(devices=[]):  # the global RNG is not the loader's to move
+            with torch.device("meta"):  # shapes and dtypes only: nothing allocated yet
+                expected = self._build_network().state_dict()
+            _validate.like_state_dict(state["network"], expected, "state['network']")
+            self.network_ = self._build_network()
         self.network_.load_state_dict(state["network"])
         self.network_.to(self.device_).eval()
         self._on_weights_changed()
@@ -190,9 +200,27 @@ class TorchRecommender(BaseRecommender):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
 
 
-def csr_from_state(state: dict) -> sp.csr_matrix:
-    """The training ratings a format-1 model file stored (read when loading such a file)."""
-    return sp.csr_matrix(
-        (state["data"].numpy(), state["indices"].numpy(), state["indptr"].numpy()),
-        shape=tuple(state["shape"]),
-    )
+def _rating_range(value) -> tuple[float, float]:
+    """A saved ``[min, max]`` of the training ratings, checked."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _validate.Invalid(f"rating_range is {value!r}, expected [min, max]")
+    lo, hi = (float(_validate.plain(v, "rating_range", "float")) for v in value)
+    if lo > hi:
+        raise _validate.Invalid(f"rating_range is {value!r}: its min is above its max")
+    return lo, hi
+
+
+def csr_from_state(state: dict, shape: tuple[int, int], what: str = "state['train_X']") -> sp.csr_matrix:
+    """The training ratings a format-1 model file stored (read when loading such a file),
+    checked to be a canonical float32 CSR matrix of ``shape`` before scipy sees it."""
+    _validate.keys(state, what, ("indptr", "indices", "data", "shape"))
+    if list(state["shape"]) != list(shape):
+        raise _validate.Invalid(f"{what} has shape {state['shape']!r}, expected {list(shape)} "
+                                "(the file's users x items)")
+    parts = {k: _validate.tensor(state[k], f"{what}[{k!r}]", shape=(None,)).numpy()
+             for k in ("indptr", "indices", "data")}
+    _validate.array(parts["data"], f"{what}['data']", dtype=np.float32)
+    _validate.csr_arrays(parts["indptr"], parts["indices"], parts["data"], tuple(shape), what)
+    X = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]), shape=tuple(shape))
+    X.has_canonical_format = True
+    return X

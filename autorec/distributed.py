@@ -26,7 +26,7 @@ import torch
 from .exceptions import DistributedError
 
 __all__ = ["World", "world", "setup", "is_main", "local_device", "timeout_seconds",
-           "all_sum", "as_comm_tensor", "broadcast_floats", "broadcast_tensor", "all_gather_int64", "barrier",
+           "all_sum", "as_comm_tensor", "broadcast_floats", "all_gather_int64",
            "collective", "DistributedError"]
 
 #: seconds a collective waits for the other ranks before failing (``$AUTOREC_DIST_TIMEOUT``)
@@ -182,21 +182,9 @@ def broadcast_floats(values, src: int = 0) -> list[float]:
     return t.cpu().tolist()
 
 
-def broadcast_tensor(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Rank ``src``'s copy of a CPU tensor (same shape and dtype on every rank)."""
-    t = tensor.to(_comm_device()).contiguous()
-    torch.distributed.broadcast(t, src)
-    return t.cpu()
-
-
 def all_gather_int64(values) -> list[list[int]]:
     """Every rank's list of int64 values (the same length on every rank), in rank order."""
     t = torch.as_tensor(values, dtype=torch.int64).reshape(-1).to(_comm_device())
     out = [torch.empty_like(t) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(out, t)
     return [o.cpu().tolist() for o in out]
-
-
-def barrier() -> None:
-    """Wait for every rank (a tiny all-reduce, so it runs on any backend and device)."""
-    all_sum([0.0])

@@ -12,8 +12,9 @@ checkpointed, so training 10 epochs in one go equals 5 + resume 5, bit for bit o
 **Data parallelism.** Under ``torchrun`` (or with ``torch.distributed`` initialised) the
 same loop runs on every rank (:mod:`autorec.distributed`): every rank draws the same
 shuffled order from its copy of the one generator, takes every ``size``-th row of each
-sorted global batch (rank ``r``: positions ``r, r + size, ...``), and the network, wrapped
-in ``DistributedDataParallel``, sums its gradients over the ranks. A network's loss is a
+sorted global batch (rank ``r``: positions ``r, r + size, ...``; none when the batch has
+fewer rows than ranks: a network's ``loss`` must accept an empty batch), and the network,
+wrapped in ``DistributedDataParallel``, sums its gradients over the ranks. A network's loss is a
 sum over its rows divided by global counts (``Batch.n_global``, ``Batch.nnz_global``),
 plus once-per-batch terms scaled by ``Batch.share``; so the per-rank losses add up to the
 loss of the global batch and the summed gradient is its single-process gradient. Random
@@ -274,9 +275,6 @@ class Trainer:
                         "good epoch. Lower lr or raise the regularisation."
                     )
                 optimizer.step()
-                if len(idx) < here.size:  # ranks without rows drew nothing: take rank 0's state
-                    with _collective(here, f"the generator broadcast at {where}", checkpoint):
-                        gen.set_state(distributed.broadcast_tensor(gen.get_state()))
                 state["step"] += 1
                 total += value
                 n_batches += 1
@@ -378,8 +376,9 @@ def _rank_batch(rows: sp.csr_matrix, idx: np.ndarray, row_nnz: np.ndarray, n_row
 class _Loss(torch.nn.Module):
     """``net.loss`` as a forward pass, so that DistributedDataParallel sees each step.
 
-    A rank without rows (a last batch smaller than the world) returns 0 through every
-    parameter: each still gets a (zero) gradient, as DDP's all-reduce expects.
+    A rank without rows (a last batch smaller than the world) calls it too, with an empty
+    batch: it draws the batch's random numbers like the others (so the generators stay
+    equal) and reaches the same parameters (so DDP reduces the same ones); its loss is 0.
     """
 
     def __init__(self, net: torch.nn.Module):
@@ -387,8 +386,6 @@ class _Loss(torch.nn.Module):
         self.net = net
 
     def forward(self, batch: Batch, step: int) -> torch.Tensor:
-        if batch.X.shape[0] == 0:
-            return sum((p * 0.0).sum() for p in self.net.parameters() if p.requires_grad)
         return self.net.loss(batch, step)
 
 
@@ -404,12 +401,15 @@ def _sum_gradients(process_group, bucket):
 def _data_parallel(net: torch.nn.Module, here: distributed.World):
     """``net.loss`` wrapped in DistributedDataParallel with summed gradients.
 
-    A network whose loss leaves some parameters unused in some steps sets
-    ``ddp_find_unused_parameters = True`` (DDP then looks for them every step).
+    DDP looks for the parameters a step leaves without gradient (a network that trains parts
+    of itself in turns, or holds some fixed): those nobody used keep ``grad = None``, so Adam
+    skips them as in one process. The search walks the step's autograd graph (tens of nodes
+    here); a network sure to use every parameter in every step may set
+    ``ddp_find_unused_parameters = False``.
     """
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    options = {"find_unused_parameters": bool(getattr(net, "ddp_find_unused_parameters", False)),
+    options = {"find_unused_parameters": bool(getattr(net, "ddp_find_unused_parameters", True)),
                "gradient_as_bucket_view": True}
     if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
         options["forward_sync_buffers"] = False  # buffers never change in training

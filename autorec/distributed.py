@@ -146,15 +146,30 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+#: words of the messages gloo, nccl and the c10d store give when a peer is lost or hangs
+_LOST_PEER = ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "broken pipe")
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    dist_error = getattr(torch.distributed, "DistError", ())
+    if dist_error and isinstance(exc, dist_error):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in _LOST_PEER)
+
+
 @contextlib.contextmanager
 def collective(what: str):
     """Turn a failed collective (a rank died, hung past the timeout, or left) into one
-    :class:`DistributedError` that says which rank saw it and while doing what."""
+    :class:`DistributedError` that says which rank saw it and while doing what; other
+    errors pass unchanged."""
     try:
         yield
     except DistributedError:
         raise
-    except RuntimeError as exc:  # gloo/nccl report a lost peer or a timeout as RuntimeError
+    except RuntimeError as exc:  # gloo reports a lost peer as a plain RuntimeError
+        if not _lost_peer(exc):
+            raise
         here = world()
         raise DistributedError(
             f"rank {here.rank} of {here.size}: {what} failed, so another rank died, hung or "

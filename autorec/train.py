@@ -299,7 +299,7 @@ class Trainer:
             if self.patience is not None and state["bad_epochs"] >= self.patience:
                 break
         bar.close()
-        del step_loss  # a DistributedDataParallel wrapper: its gradient hooks go with it
+        del step_loss  # a DistributedDataParallel wrapper (its hooks act only in its own steps)
         if state["best_state"] is not None:
             net.load_state_dict(state["best_state"])
             changed()

@@ -374,3 +374,44 @@ def test_cli_train_under_torchrun_is_one_process_run(tmp_path):
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m2["ndcg@10"] == pytest.approx(m1["ndcg@10"], abs=1e-4)
+
+
+# ------------------------------------------------------ the world, without processes
+def test_world_comes_from_the_launchers_environment(monkeypatch):
+    from autorec import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.world() == distributed.World(4, 3, 1)
+    assert not distributed.is_main() and distributed.world().distributed
+    if torch.cuda.is_available():
+        assert distributed.local_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert distributed.local_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(DistributedError, match="MASTER_ADDR and MASTER_PORT not set: start the job with torchrun"):
+        distributed.setup()
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(DistributedError, match=r"RANK=4 is not in \[0, WORLD_SIZE=4\)"):
+        distributed.world()
+    monkeypatch.setenv("AUTOREC_DIST_TIMEOUT", "soon")
+    with pytest.raises(DistributedError, match="AUTOREC_DIST_TIMEOUT='soon'"):
+        distributed.timeout_seconds()
+    monkeypatch.setenv("AUTOREC_DIST_TIMEOUT", "30")
+    assert distributed.timeout_seconds() == 30.0
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name)
+    assert distributed.world() == distributed.World() and distributed.is_main()
+
+
+def test_a_lost_peer_becomes_one_clear_error_other_errors_pass(monkeypatch):
+    from autorec import distributed
+
+    with pytest.raises(DistributedError, match="rank 0 of 1: the loss all-reduce failed, so another rank died"):
+        with distributed.collective("the loss all-reduce"):
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer")
+    with pytest.raises(RuntimeError, match="shape mismatch") as info:
+        with distributed.collective("the gradient all-reduce"):
+            raise RuntimeError("shape mismatch")
+    assert not isinstance(info.value, DistributedError)

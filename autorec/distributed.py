@@ -69,13 +69,16 @@ def _initialised() -> bool:
 def world() -> World:
     """This process's place in the job: from the initialised process group, else from the
     launcher's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), else one process."""
-    local = _env_int("LOCAL_RANK", 0)
     if _initialised():
-        return World(torch.distributed.get_world_size(), torch.distributed.get_rank(), local)
-    size, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
-    if size < 1 or not 0 <= rank < size:
+        return World(torch.distributed.get_world_size(), torch.distributed.get_rank(),
+                     _env_int("LOCAL_RANK", 0))
+    size = _env_int("WORLD_SIZE", 1)
+    if size <= 1:  # RANK and LOCAL_RANK alone (set for other reasons) mean nothing here
+        return World()
+    rank = _env_int("RANK", 0)
+    if not 0 <= rank < size:
         raise DistributedError(f"RANK={rank} is not in [0, WORLD_SIZE={size})")
-    return World(size, rank, local)
+    return World(size, rank, _env_int("LOCAL_RANK", 0))
 
 
 def is_main() -> bool:

@@ -25,7 +25,8 @@ All shards must use the same ``batch_size``/``memory_budget_mb``.
 Under ``torchrun`` (or with ``torch.distributed`` initialised) the shards are the ranks:
 rank ``RANK`` of ``WORLD_SIZE`` writes part ``RANK`` of ``WORLD_SIZE``, and once every part
 is complete rank 0 writes a manifest, ``<name>.manifest.json`` (e.g.
-``recs.csv.manifest.json``): the parts in order with their users, rows, bytes and SHA-256.
+``recs.csv.manifest.json``): the parts in order with their users, rows (recommendations;
+users for JSON lines), bytes and SHA-256.
 An export whose manifest exists is complete; a rank that fails makes every rank fail and no
 manifest is written.
 
@@ -161,12 +162,11 @@ def export_topk(
     n_users = len(rows)
     lo, hi = shard_bounds(len(rows), batch_size, num_shards, shard)
     rows = rows[lo:hi]
-    model_users = _model_user_idx(model, data, rows)  # (n_shard,) user_idx or -1
     titles = _title_per_item(data) if item_titles else None
-
     final = shard_path(path, num_shards, shard)
 
-    def write() -> tuple[int, int]:
+    def write() -> tuple[int, int]:  # under torchrun its errors reach the other ranks
+        model_users = _model_user_idx(model, data, rows)  # (n_shard,) user_idx or -1
         with exclusive(final):
             _remove_stale_temp_files(final)
             with atomic_path(final) as tmp:
@@ -275,7 +275,8 @@ def _export_by_rank(here, path, final: Path, write, facts: dict) -> None:
     try:
         users, recs = write()
         size, digest = final.stat().st_size, _sha256(final)
-        info = [1, users, recs, size, *np.frombuffer(digest, dtype=np.int64).tolist()]
+        lines = users if facts["format"] == "jsonl" else recs  # a JSON line per user
+        info = [1, users, lines, size, *np.frombuffer(digest, dtype=np.int64).tolist()]
     except Exception as exc:  # tell the other ranks before raising
         error = exc
     with distributed.collective(f"gathering the parts of {path}"):

@@ -158,30 +158,40 @@ def report(runs: dict, agree: dict, sizes: list[dict], args, header: str, load_e
              f"**This machine has 2 CPU cores, shared with other jobs** (1-minute load average "
              f"{load_end:.1f} at the end of the run): two processes of one thread each use the same "
              "two cores as one process of two threads, so these rows measure what data parallelism "
-             "costs or saves here (each rank computes half of each batch, but every step adds "
-             "DDP's all-reduce of every gradient, the loss all-reduce and a full Adam step per "
-             "rank), not the speed-up of ranks with cores, GPUs or machines of their own. On "
-             "these busy cores a process of 2 OpenMP threads is often slower than one thread (its "
-             "threads wait for each other); the fair comparison for 2 processes x 1 thread is 1 "
-             "process x 1 thread.", "",
+             "costs or saves here, not the speed-up of ranks with cores, GPUs or machines of their "
+             "own. Each rank computes half of each batch, but every step adds DDP's all-reduce of "
+             "every gradient and of the loss, and each rank still writes full-size weight "
+             "gradients and runs Adam over all the weights (data parallelism splits the batch, not "
+             "the weights). When other jobs load the cores, a process of 2 OpenMP threads can be "
+             "slower than one thread (its threads wait for each other), so both 1-process rows "
+             "are given.", "",
              f"## Part 1: seconds per epoch on ML-1M (median of epochs 2-{args.epochs}, best of "
              f"{args.repeats} runs; runs interleaved)", "",
              "| model | configuration | s/epoch | all runs | vs 1 process x 1 thread | "
+             "vs 1 process x 2 threads | "
              "max abs weight diff vs 1 process x 2 threads | max rel. loss diff (per epoch) |",
-             "|---|---|---:|---|---:|---:|---:|"]
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     for model in MODELS:
         best = {c: min(statistics.median(r["epoch_s"][1:]) for r in runs[model][c]) for c in CONFIGS}
-        base = best["1 process x 1 thread"]
+        one, two = best["1 process x 1 thread"], best["1 process x 2 threads"]
         for config in CONFIGS:
             per_run = [statistics.median(r["epoch_s"][1:]) for r in runs[model][config]]
             lines.append(f"| {model} | {config} | {best[config]:.3f} | {', '.join(f'{x:.3f}' for x in per_run)} | "
-                         f"{best[config] / base:.2f}x | {agree[model][config][0]:.1e} | "
+                         f"{best[config] / one:.2f}x | {best[config] / two:.2f}x | {agree[model][config][0]:.1e} | "
                          f"{agree[model][config][1]:.1e} |")
-    lines += ["", "`no unused-parameter search`: DistributedDataParallel told that every parameter gets "
-              "a gradient in every step (true of these two networks); the Trainer's default searches, "
-              "which lets networks that train parts of themselves in turns work unchanged, and adds "
-              "a small all-reduce per step: here, one more wait for the other process on busy cores. "
-              "A network opts out with `ddp_find_unused_parameters = False`.", ""]
+    iar_mb = 4 * (2 * 6_040 * 500 + 6_040 + 500) / 1e6  # I-AutoRec on ML-1M: V, W, b, mu
+    lines += ["", "Ratios above 1 are slower. `no unused-parameter search`: DistributedDataParallel "
+              "told that every parameter gets a gradient in every step (true of these two "
+              "networks); the Trainer's default searches, which lets networks that train parts of "
+              "themselves in turns work unchanged, at the price of a small all-reduce of flags per "
+              "step (the two rows of each model show what it costs here). A network opts out with "
+              "`ddp_find_unused_parameters = False`.", "",
+              f"Much of I-AutoRec's sparse step is weight-sized work that no route avoids "
+              f"(`autorec_speed.md`): the dense gradients of V and W with their L2 term, and Adam "
+              f"over them. With 2 ranks each rank still does all of it and all-reduces "
+              f"{iar_mb:.0f} MB of gradients per step on top, so halving its batch does not pay "
+              "here. Mult-VAE's step is mostly its per-user decoder and softmax (`mult_speed.md`), "
+              "which the ranks split.", ""]
     lines += ["Weights: every configuration starts from the same seeded weights and draws the same "
               "shuffles, dropout and noise (`autorec/train.py`); the differences are float rounding "
               "(threads and ranks sum in other orders) grown over "

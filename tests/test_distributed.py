@@ -130,6 +130,8 @@ def _task_train(rank: int, out: Path) -> None:
         torch.save(_result(model), out / f"{name}-rank{rank}.pt")
         if name == "mult-dae" and rank == 0:
             model.save(out / "model.pt")
+        if name == "i-autorec":
+            _export_with_a_new_user_on_rank_1(model, out, rank)
     torch.save(_fit_in_turns(), out / f"in-turns-rank{rank}.pt")
     try:  # the ranks hold different data: caught before the first step
         _model("mult-dae").fit(autorec.RatingMatrix(*_rank_dependent_data()))
@@ -144,6 +146,18 @@ def _task_train(rank: int, out: Path) -> None:
                  "--rating", "none", "--k", "5", "--batch-size", "10", "--out", str(out / "cli" / "recs.csv")])
     assert code == 0
     _task_kill(rank, out)
+
+
+def _export_with_a_new_user_on_rank_1(iar, out: Path, rank: int) -> None:
+    """I-AutoRec cannot score new users; only the last part has one."""
+    import scipy.sparse as sp
+
+    R = _data("i-autorec")[0]
+    data = autorec.RatingMatrix(sp.vstack([R.X, R.X[:1]]).tocsr(), R.users.append(pd.Index([10**6])), R.items)
+    try:
+        export_topk(iar, data, out / "refused" / "recs.csv", k=3, batch_size=10, progress=False)
+    except Exception as exc:
+        (out / f"refused-{rank}.txt").write_text(f"{type(exc).__name__}: {exc}")
 
 
 def _rank_dependent_data():
@@ -252,6 +266,14 @@ def test_parameters_unused_in_a_step_train_as_in_one_process(trained):
         ranked = torch.load(trained / f"in-turns-rank{r}.pt", weights_only=True)
         for key, w in single.items():
             np.testing.assert_allclose(ranked[key].numpy(), w.numpy(), rtol=0, atol=ATOL, err_msg=key)
+
+
+def test_a_rank_that_cannot_write_its_part_fails_every_rank_and_no_manifest(trained):
+    assert (trained / "refused-1.txt").read_text().startswith("NotFittedForUser: IAutoRec cannot score")
+    assert (trained / "refused-0.txt").read_text() == (
+        f"DistributedError: rank(s) [1] of 2 failed to write their part of {trained / 'refused' / 'recs.csv'} "
+        "(their logs say why); no manifest was written")
+    assert not manifest_path(trained / "refused" / "recs.csv").exists()
 
 
 def test_ranks_refuse_different_training_data(trained):
@@ -400,9 +422,8 @@ def test_world_comes_from_the_launchers_environment(monkeypatch):
         distributed.timeout_seconds()
     monkeypatch.setenv("AUTOREC_DIST_TIMEOUT", "30")
     assert distributed.timeout_seconds() == 30.0
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        monkeypatch.delenv(name)
-    assert distributed.world() == distributed.World() and distributed.is_main()
+    monkeypatch.delenv("WORLD_SIZE")
+    assert distributed.world() == distributed.World() and distributed.is_main()  # RANK=4 alone: ignored
 
 
 def test_a_lost_peer_becomes_one_clear_error_other_errors_pass(monkeypatch):

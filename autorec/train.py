@@ -229,6 +229,14 @@ class Trainer:
         identity : dict, optional
             Plain values that name the run (model class and parameters); a checkpoint
             written under another identity is refused.
+
+        Notes
+        -----
+        Under ``torchrun`` every rank calls ``fit`` with the same arguments and data; the
+        ranks train one model together (see the module docstring) and all return the same
+        weights and history. A rank that dies or hangs makes the others raise
+        :class:`~autorec.exceptions.DistributedError`; ``checkpoint`` (on storage every
+        rank sees) with ``resume=True`` continues the run.
         """
         if device is None:
             device = next(net.parameters()).device

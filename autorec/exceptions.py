@@ -6,7 +6,7 @@ from __future__ import annotations
 
 __all__ = [
     "DataError", "ChecksumError", "DownloadError", "ModelFileError", "NotFittedError",
-    "NotFittedForUser", "TrainingDiverged", "SplitWarning",
+    "NotFittedForUser", "TrainingDiverged", "DistributedError", "ExportInProgress", "SplitWarning",
 ]
 
 
@@ -39,6 +39,15 @@ class NotFittedForUser(ValueError):
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the model keeps its last good state."""
+
+
+class DistributedError(RuntimeError):
+    """A distributed job failed as a whole: a rank died, hung past the timeout, or the ranks
+    disagree (other data, other random draws). Every rank that notices raises it."""
+
+
+class ExportInProgress(RuntimeError):
+    """Another export is writing the same file right now (it holds the file's lock)."""
 
 
 class SplitWarning(UserWarning):

@@ -22,30 +22,51 @@ only part 0 of a CSV holds the header line, so ``cat recs-part-*-of-00004.csv`` 
 byte the single-process ``recs.csv``. Parquet parts read in order give the same table.
 All shards must use the same ``batch_size``/``memory_budget_mb``.
 
+Under ``torchrun`` (or with ``torch.distributed`` initialised) the shards are the ranks:
+rank ``RANK`` of ``WORLD_SIZE`` writes part ``RANK`` of ``WORLD_SIZE``, and once every part
+is complete rank 0 writes a manifest, ``<name>.manifest.json`` (e.g.
+``recs.csv.manifest.json``): the parts in order with their users, rows (recommendations;
+users for JSON lines), bytes and SHA-256.
+An export whose manifest exists is complete; a rank that fails makes every rank fail and no
+manifest is written.
+
 Writes are atomic: each file is written to a hidden ``.<name>.tmp-*`` file in the target's
-folder and renamed when complete. A killed export leaves only such a temp file, which the
-next export to the same path deletes (do not run two exports to the same path at once).
+folder and renamed when complete. One export at a time writes a given file: it holds the
+lock ``.<name>.lock`` (released by the kernel if the process dies), and a second export to
+the same path fails at once with :class:`~autorec.exceptions.ExportInProgress`. A killed
+export leaves only its temp file (and the unlocked lock file), which the next export to the
+same path deletes.
+
+Writing runs in a background thread, one batch behind the scoring (pyarrow and gzip release
+the GIL), so formatting and compression overlap the next batch's scores.
 """
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import distributed
 from ._arrays import has_duplicates
 from ._io import atomic_path
-from .exceptions import NotFittedForUser
+from ._lock import exclusive
+from .exceptions import DistributedError, NotFittedForUser
 from .data import RatingMatrix
 
-__all__ = ["export_topk", "shard_path", "shard_bounds", "FORMATS"]
+__all__ = ["export_topk", "shard_path", "shard_bounds", "manifest_path", "FORMATS"]
+
+#: ``format`` field of the manifest a distributed export writes
+MANIFEST_FORMAT = "autorec-export-manifest"
 
 #: file-name endings -> (format, gzip)
 FORMATS = {
@@ -63,8 +84,8 @@ _BYTES_PER_SCORE = 12  # float32 score block + two same-sized temporaries (mask,
 def export_topk(
     model, data: RatingMatrix, path, k: int = 10, *, users=None, user_idx=None,
     exclude_seen: bool = True, batch_size: int | None = None, memory_budget_mb: float = 256,
-    format: str | None = None, num_shards: int = 1, shard: int = 0, item_titles: bool = False,
-    progress: bool = True,
+    format: str | None = None, num_shards: int | None = None, shard: int | None = None,
+    item_titles: bool = False, progress: bool = True,
 ) -> Path:
     """Write the top-``k`` items of every user (or a subset) to a file, batch by batch.
 
@@ -95,8 +116,10 @@ def export_topk(
         Memory for one batch of scores when ``batch_size`` is not given.
     format : {"csv", "parquet", "jsonl"}, optional
         Overrides the extension.
-    num_shards, shard : int
+    num_shards, shard : int, optional
         Export only part ``shard`` of ``num_shards`` contiguous slices of the user list.
+        Default: one file in a single process; under ``torchrun``, ``WORLD_SIZE`` parts
+        and this rank's part, then a manifest (see the module docstring).
     item_titles : bool
         Add the items' titles from ``data.item_info["title"]``.
     progress : bool
@@ -114,6 +137,10 @@ def export_topk(
         returning NaN scores.
     NotFittedForUser
         New users for a model that cannot fold users in.
+    ExportInProgress
+        Another export is writing the same file.
+    DistributedError
+        Under torchrun: another rank failed, so the export is incomplete (no manifest).
     """
     model._check_fitted()
     if not isinstance(data, RatingMatrix):
@@ -125,27 +152,45 @@ def export_topk(
         )
     k = _positive_int(k, "k")
     fmt, gz = _resolve_format(path, format)
-    num_shards, shard = _check_shard(num_shards, shard)
+    num_shards, shard, here = _shards(model, num_shards, shard)
     rows = _select_rows(data, users, user_idx)  # (n,) positions in data
     if batch_size is None:
         if not memory_budget_mb > 0:
             raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
         batch_size = max(1, int(memory_budget_mb * 2**20) // (_BYTES_PER_SCORE * max(data.n_items, 1)))
     batch_size = _positive_int(batch_size, "batch_size")
+    n_users = len(rows)
     lo, hi = shard_bounds(len(rows), batch_size, num_shards, shard)
     rows = rows[lo:hi]
-    model_users = _model_user_idx(model, data, rows)  # (n_shard,) user_idx or -1
     titles = _title_per_item(data) if item_titles else None
-
     final = shard_path(path, num_shards, shard)
-    _remove_stale_temp_files(final)
-    with atomic_path(final) as tmp:
-        writer = _WRITERS[fmt](tmp, gz, data, titles, header=(shard == 0))
-        try:
-            _stream(model, data, rows, model_users, k, exclude_seen, batch_size, writer, progress)
-        finally:
-            writer.close()
+
+    def write() -> tuple[int, int]:  # under torchrun its errors reach the other ranks
+        model_users = _model_user_idx(model, data, rows)  # (n_shard,) user_idx or -1
+        with exclusive(final):
+            _remove_stale_temp_files(final)
+            with atomic_path(final) as tmp:
+                writer = _WRITERS[fmt](tmp, gz, data, titles, header=(shard == 0))
+                try:
+                    return _stream(model, data, rows, model_users, k, exclude_seen, batch_size,
+                                   writer, progress)
+                finally:
+                    writer.close()
+
+    if here is None:
+        write()
+    else:
+        _export_by_rank(here, path, final, write, {
+            "file": Path(path).name, "format": fmt, "gzip": gz, "k": k, "users": n_users,
+            "exclude_seen": bool(exclude_seen), "batch_size": batch_size,
+            "columns": _columns(fmt, titles is not None)})
     return final
+
+
+def manifest_path(path) -> Path:
+    """The manifest of a distributed export to ``path``: ``recs.csv`` -> ``recs.csv.manifest.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.manifest.json")
 
 
 def shard_path(path, num_shards: int = 1, shard: int = 0) -> Path:
@@ -177,25 +222,112 @@ def shard_bounds(n_users: int, batch_size: int, num_shards: int, shard: int) -> 
 
 # ------------------------------------------------------------------ the stream
 def _stream(model, data, rows, model_users, k, exclude_seen, batch_size, writer, progress):
+    """Score, rank and hand every batch to ``writer`` (in a background thread, one batch
+    behind); returns (users, recommendations) written."""
     ranks = np.arange(1, min(k, data.n_items) + 1, dtype=np.int32)
+    n_recs = 0
     with tqdm(total=len(rows), unit="user", desc="export", disable=not progress,
-              file=sys.stderr, leave=False) as bar:
-        for start in range(0, len(rows), batch_size):
-            batch_rows = rows[start:start + batch_size]
-            history = data.X[batch_rows]  # (b, n_items)
-            item_idx, scores = model.recommend(
-                model_users[start:start + batch_size], history, k=k,
-                exclude_seen=exclude_seen, batch_size=len(batch_rows),
-            )  # (b, k) each, -1 / -inf padded
-            valid = item_idx >= 0
-            if not np.isfinite(scores[valid]).all():
-                raise ValueError(f"{type(model).__name__} returned NaN or infinite scores")
-            counts = valid.sum(axis=1)  # (b,) items kept per user
-            writer.write(
-                batch_rows, counts, item_idx[valid],
-                np.broadcast_to(ranks[: item_idx.shape[1]], item_idx.shape)[valid], scores[valid],
-            )
-            bar.update(len(batch_rows))
+              file=sys.stderr, leave=False) as bar, ThreadPoolExecutor(1) as pool:
+        pending = None
+        try:
+            for start in range(0, len(rows), batch_size):
+                batch_rows = rows[start:start + batch_size]
+                history = data.X[batch_rows]  # (b, n_items)
+                item_idx, scores = model.recommend(
+                    model_users[start:start + batch_size], history, k=k,
+                    exclude_seen=exclude_seen, batch_size=len(batch_rows),
+                )  # (b, k) each, -1 / -inf padded
+                valid = item_idx >= 0
+                if not np.isfinite(scores[valid]).all():
+                    raise ValueError(f"{type(model).__name__} returned NaN or infinite scores")
+                counts = valid.sum(axis=1)  # (b,) items kept per user
+                if pending is not None:
+                    pending.result()  # the previous batch is written (or its error raised)
+                pending = pool.submit(
+                    writer.write, batch_rows, counts, item_idx[valid],
+                    np.broadcast_to(ranks[: item_idx.shape[1]], item_idx.shape)[valid], scores[valid],
+                )
+                n_recs += int(counts.sum())
+                bar.update(len(batch_rows))
+        finally:
+            if pending is not None:
+                pending.result()
+    return len(rows), n_recs
+
+
+# -------------------------------------------------------- export by rank
+def _shards(model, num_shards, shard):
+    """(num_shards, shard, world or None): given values (manual shards), or the ranks of a
+    distributed job when both are None (its process group is joined here)."""
+    if num_shards is None and shard is None:
+        here = distributed.world()
+        if here.distributed:
+            here = distributed.setup(getattr(model, "device_", None))
+            return here.size, here.rank, here
+    num_shards, shard = _check_shard(1 if num_shards is None else num_shards,
+                                     0 if shard is None else shard)
+    return num_shards, shard, None
+
+
+def _export_by_rank(here, path, final: Path, write, facts: dict) -> None:
+    """Write this rank's part; when every rank's is complete, rank 0 writes the manifest."""
+    error, info = None, [0] * 8
+    try:
+        users, recs = write()
+        size, digest = final.stat().st_size, _sha256(final)
+        lines = users if facts["format"] == "jsonl" else recs  # a JSON line per user
+        info = [1, users, lines, size, *np.frombuffer(digest, dtype=np.int64).tolist()]
+    except Exception as exc:  # tell the other ranks before raising
+        error = exc
+    with distributed.collective(f"gathering the parts of {path}"):
+        parts = distributed.all_gather_int64(info)
+    if error is not None:
+        raise error
+    failed = [rank for rank, part in enumerate(parts) if part[0] != 1]
+    if failed:
+        raise DistributedError(f"rank(s) {failed} of {here.size} failed to write their part of "
+                               f"{path} (their logs say why); no manifest was written")
+    ok = 1.0
+    if here.main:
+        try:
+            _write_manifest(path, parts, facts)
+        except Exception as exc:
+            error, ok = exc, 0.0
+    with distributed.collective(f"waiting for the manifest of {path}"):
+        ok = distributed.broadcast_floats([ok])[0]
+    if error is not None:
+        raise error
+    if not ok:
+        raise DistributedError(f"rank 0 failed to write the manifest of {path} (its log says why)")
+
+
+def _write_manifest(path, parts: list, facts: dict) -> None:
+    n = len(parts)
+    manifest = {
+        "format": MANIFEST_FORMAT, "version": 1, **facts, "num_shards": n,
+        "rows": sum(p[2] for p in parts),
+        "parts": [{"file": shard_path(path, n, rank).name, "shard": rank, "users": p[1],
+                   "rows": p[2], "bytes": p[3],
+                   "sha256": np.asarray(p[4:8], dtype=np.int64).tobytes().hex()}
+                  for rank, p in enumerate(parts)],
+    }
+    target = manifest_path(path)
+    with exclusive(target, "a manifest writer"), atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def _columns(fmt: str, titles: bool) -> list[str]:
+    if fmt == "jsonl":
+        return ["user", "items", "scores"] + (["titles"] if titles else [])
+    return ["user", "item", "rank", "score"] + (["title"] if titles else [])
 
 
 # ------------------------------------------------------------------- writers
@@ -383,7 +515,9 @@ def _title_per_item(data: RatingMatrix) -> np.ndarray:
     return titles.astype(object).where(titles.notna(), "").to_numpy(dtype=object)
 
 
-def _remove_stale_temp_files(final: Path) -> None:  # left by a killed export to final
+def _remove_stale_temp_files(final: Path) -> None:
+    """Temp files of ``final`` left by killed exports (called holding its lock: no live
+    export of ``final`` owns one)."""
     if final.parent.is_dir():
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
             with contextlib.suppress(OSError):

@@ -135,7 +135,7 @@ def _breakdown(model, X, k) -> dict:
     """Where autorec's recommend spends its time: the same steps as base.recommend."""
     import torch
 
-    from autorec.models.base import _topk_lowest_index_first
+    from autorec.models._topk import topk_lowest_index_first
     from autorec.ranking import SCORE_BUDGET_BYTES
 
     n = X.shape[0]
@@ -150,7 +150,7 @@ def _breakdown(model, X, k) -> dict:
             seen = X[u].tocoo()
             s[torch.as_tensor(seen.row, dtype=torch.long), torch.as_tensor(seen.col, dtype=torch.long)] = -torch.inf
             t2 = time.perf_counter()
-            _topk_lowest_index_first(s, k)
+            topk_lowest_index_first(s, k)
             t3 = time.perf_counter()
             t["score"] += t1 - t0
             t["exclude"] += t2 - t1

@@ -19,6 +19,9 @@ files written once) and times the export; its peak RSS is read by a small parent
 with ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``. A "load only" process gives the
 memory both start from.
 
+A last child runs the autorec export once more under ``cProfile`` (process CPU time, so
+the selection threads count) and the report lists where its time goes.
+
 Run:  .venv/bin/python benchmarks/bench_export.py [--repeats 2] [--out benchmarks/results/export.md]
 """
 from __future__ import annotations
@@ -86,6 +89,45 @@ def child(method: str, workdir: Path, k: int, out: Path) -> None:
         print(json.dumps({"seconds": 0.0, "cpu_seconds": 0.0}))
         return
     start = time.perf_counter()
+    if method == "profile-autorec":  # the export's stages one after another, CPU-timed
+        import torch
+
+        from autorec.data import RatingMatrix
+        from autorec.export import _BYTES_PER_SCORE, _WRITERS
+        from autorec.models import ALS
+        from autorec.models._topk import topk_lowest_index_first
+
+        R = RatingMatrix(X, user_ids, item_ids)
+        model = ALS.from_factors(U, V, users=user_ids, items=item_ids)
+        batch = max(1, 256 * 2**20 // (_BYTES_PER_SCORE * R.n_items))  # export_topk's default
+        stages = dict.fromkeys(("score (matmul)", "seen items to -inf", "top-k selection",
+                                "Parquet writing (ids, ranks, pyarrow)"), 0.0)
+        writer = _WRITERS["parquet"](out, False, R, None, header=True)
+        ranks = np.arange(1, k + 1, dtype=np.int32)
+
+        def timed(name, fn):
+            c = time.process_time()
+            result = fn()
+            stages[name] += time.process_time() - c
+            return result
+
+        with torch.no_grad():
+            for lo in range(0, R.n_users, batch):
+                rows = np.arange(lo, min(lo + batch, R.n_users))
+                hist = R.X[rows]
+                S = timed("score (matmul)", lambda: model.score(rows, hist))
+                seen = hist.tocoo()
+                flat = torch.from_numpy(seen.row.astype(np.int64) * R.n_items + seen.col)
+                timed("seen items to -inf", lambda: S.view(-1).index_fill_(0, flat, -torch.inf))
+                vals, idx = timed("top-k selection", lambda: topk_lowest_index_first(S, k))
+                valid = ~np.isneginf(vals)
+                timed("Parquet writing (ids, ranks, pyarrow)", lambda: writer.write(
+                    rows, valid.sum(axis=1), idx[valid], np.broadcast_to(ranks, idx.shape)[valid],
+                    vals[valid]))
+        writer.close()
+        print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": sum(stages.values()),
+                          "top": [[name, t] for name, t in stages.items()], "batch": batch}))
+        return
     if method == "autorec":
         from autorec.models import ALS
         from autorec.data import RatingMatrix
@@ -164,7 +206,7 @@ def environment(threads: int) -> dict:
                         f"torch {torch.__version__}, implicit {implicit.__version__}"}
 
 
-def report(shape, runs, agree, env, args, command) -> str:
+def report(shape, runs, agree, env, args, command, profile) -> str:
     best = {m: min(r["seconds"] for r in rs) for m, rs in runs.items()}
     cpu = {m: min(r["cpu_seconds"] for r in rs) for m, rs in runs.items()}
     rss = {m: max(r["rss_mib"] for r in rs) for m, rs in runs.items()}
@@ -205,6 +247,14 @@ def report(shape, runs, agree, env, args, command) -> str:
         "a wrapper process), so it includes the interpreter, the libraries and the data. "
         "export_topk's batch is derived from `memory_budget_mb=256` (default).",
         "",
+        f"Where autorec's time goes: one more run doing the export's stages one after another "
+        f"(no writer thread), each timed in process CPU time (all threads), batches of "
+        f"{profile['batch']:,} users as export_topk's default; {profile['cpu_seconds']:.2f} CPU s in all:",
+        "",
+        "| stage | CPU s | share |",
+        "|---|---:|---:|",
+        *[f"| {name} | {t:.2f} | {t / profile['cpu_seconds']:.0%} |" for name, t in profile["top"]],
+        "",
         f"- command: `{command}`",
         f"- CPU: {env['cpu']}, {env['cores']} cores visible, {env['threads']} threads "
         f"(torch, OpenMP, implicit); load average at start {env['load'][0]:.1f}",
@@ -228,7 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the Markdown report here")
-    p.add_argument("--child", choices=("load-autorec", "load-implicit", "autorec", "implicit"),
+    p.add_argument("--child", choices=("load-autorec", "load-implicit", "autorec", "implicit",
+                                       "profile-autorec"),
                    help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -236,7 +287,7 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child, args.workdir, args.k, args.child_out)
         return 0
-    command = "cd /work/main && .venv/bin/python benchmarks/bench_export.py " + " ".join(argv or sys.argv[1:])
+    command = ".venv/bin/python benchmarks/bench_export.py " + " ".join(argv or sys.argv[1:])
     env = environment(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         work = Path(tmp)
@@ -249,7 +300,8 @@ def main(argv=None) -> int:
                 runs[method].append(measure(method, work, args.k, work / f"{method}.parquet", args.threads))
                 print(method, runs[method][-1], file=sys.stderr, flush=True)
         agree = agreement(work / "autorec.parquet", work / "implicit.parquet")
-    text = report(shape, runs, agree, env, args, command.strip())
+        profile = measure("profile-autorec", work, args.k, work / "profiled.parquet", args.threads)
+    text = report(shape, runs, agree, env, args, command.strip(), profile)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

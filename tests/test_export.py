@@ -227,11 +227,12 @@ class Slow(BaseRecommender):
         return self
     def score(self, users, X):
         print("batch", flush=True)
-        time.sleep(0.5)
+        time.sleep(float(sys.argv[2]))
         return torch.rand(len(users), self.n_items_)
 
 R = RatingMatrix(sp.random(50, 20, density=0.3, format="csr"), pd.RangeIndex(50), pd.RangeIndex(20))
 export_topk(Slow().fit(R), R, sys.argv[1], k=3, batch_size=5, progress=False)
+print("done", flush=True)
 """
 
 
@@ -240,7 +241,8 @@ def test_killed_export_leaves_no_complete_file(model, data, tmp_path, name):
     script = tmp_path / "slow.py"
     script.write_text(textwrap.dedent(SLOW_EXPORT))
     target = tmp_path / "out" / name
-    proc = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(target), "0.5"], stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout.readline() == "batch\n"
         assert proc.stdout.readline() == "batch\n"  # the first batch went to the writer
@@ -248,8 +250,31 @@ def test_killed_export_leaves_no_complete_file(model, data, tmp_path, name):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    left = list((tmp_path / "out").iterdir())
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert not target.exists()
-    assert len(left) == 1 and left[0].name.startswith(f".{name}.tmp-")
+    assert len(left) == 2 and left[0] == f".{name}.lock" and left[1].startswith(f".{name}.tmp-")
     export_topk(model, data, target, k=3, progress=False)  # re-run: clean restart
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [name]
+
+
+def test_a_second_export_to_the_same_path_fails_clearly_and_the_first_completes(model, data, tmp_path):
+    from autorec.exceptions import ExportInProgress
+
+    script = tmp_path / "slow.py"
+    script.write_text(textwrap.dedent(SLOW_EXPORT))
+    target = tmp_path / "out" / "recs.csv"
+    proc = subprocess.Popen([sys.executable, str(script), str(target), "0.15"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline() == "batch\n"  # the first export holds the lock
+        with pytest.raises(ExportInProgress, match=rf"recs.csv: another process \(pid {proc.pid}\)"):
+            export_topk(model, data, target, k=3, progress=False)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and out.endswith("done\n")  # its temp file was left alone
+    frame = pd.read_csv(target)
+    assert len(frame) == 50 * 3 and frame["user"].nunique() == 50
+    assert sorted(p.name for p in target.parent.iterdir()) == ["recs.csv"]  # lock gone too
+    export_topk(model, data, target, k=3, progress=False)  # and the path is free again

@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from autorec.models.base import BaseRecommender, _topk_lowest_index_first
+from autorec.models._topk import topk_lowest_index_first
+from autorec.models.base import BaseRecommender
 from autorec.data import RatingMatrix
 
 
@@ -38,11 +39,25 @@ def _fitted(scores, **kw):
 def test_ties_across_the_cut_take_the_lowest_indices():
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 5, (16, 300), generator=g).float()  # many ties
-    for k in (1, 7, 50, 299):
-        top_scores, top_idx = _topk_lowest_index_first(scores.clone(), k)
+    for k in (1, 7, 50, 299, 300):
+        top_scores, top_idx = topk_lowest_index_first(scores.clone(), k)
         ref = np.stack([np.lexsort((np.arange(300), -row))[:k] for row in scores.numpy()])
-        assert np.array_equal(top_idx.numpy(), ref)
-        assert torch.equal(top_scores, scores.gather(1, top_idx))
+        assert np.array_equal(top_idx, ref)
+        assert np.array_equal(top_scores, np.take_along_axis(scores.numpy(), top_idx, 1))
+
+
+def test_selection_is_the_same_in_blocks_and_threads(monkeypatch):
+    from autorec.models import _topk
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randint(0, 50, (700, 120), generator=g).float()  # ties everywhere
+    scores[3, :] = -torch.inf  # a row with nothing to recommend
+    whole = topk_lowest_index_first(scores, 10)
+    monkeypatch.setattr(_topk, "_ROWS_PER_TASK", 64)  # 11 blocks over the threads
+    blocks = topk_lowest_index_first(scores, 10)
+    assert all(np.array_equal(a, b) for a, b in zip(whole, blocks))
+    ref = np.stack([np.lexsort((np.arange(120), -row))[:10] for row in scores.numpy()])
+    assert np.array_equal(whole[1], ref)
 
 
 def test_padding_exclusion_and_order():
@@ -67,9 +82,12 @@ def test_score_views_are_not_written_into():
 
 
 def test_nan_scores_raise():
-    model = _fitted([[0.1, np.nan, 0.3]])
+    model = _fitted([[0.1, np.nan, 0.3], [0.1, 0.2, 0.3]])
     with pytest.raises(FloatingPointError, match="NaN"):
-        model.recommend([0], sp.csr_matrix((1, 3), dtype=np.float32), k=2)
+        model.recommend([1, 0], sp.csr_matrix((2, 3), dtype=np.float32), k=1)
+    # a NaN at an item the user has seen is never recommended: it is masked, not an error
+    ids, _ = model.recommend([0], sp.csr_matrix(np.array([[0, 1, 0]], dtype=np.float32)), k=1)
+    assert ids.tolist() == [[2]]
 
 
 def test_bad_users_and_shapes_raise():
@@ -96,5 +114,5 @@ def test_ratingmatrix_does_not_mutate_callers_matrix():
 
 def test_rows_rebuilt_at_a_straddling_tie_are_sorted_by_score():
     scores = torch.tensor([[1.0, 5.0, 1.0, 0.0]])  # tie of 1.0 straddles k=2
-    top_scores, top_idx = _topk_lowest_index_first(scores.clone(), 2)
+    top_scores, top_idx = topk_lowest_index_first(scores.clone(), 2)
     assert top_idx.tolist() == [[1, 0]] and top_scores.tolist() == [[5.0, 1.0]]

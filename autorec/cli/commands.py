@@ -69,8 +69,11 @@ def score_test_split(model, split) -> dict:
 
 def cmd_train(args) -> int:
     """``autorec train``: fit a model under a protocol, save model, config, history, metrics."""
+    from ..distributed import is_main
     from ..models import get_model
 
+    if not is_main():  # under torchrun every rank trains; rank 0 alone prints and writes
+        args.quiet = True
     model = get_model(args.model)
     params = parse_assignments(args.set, "--set")
     valid_keys = list(model.get_params())
@@ -96,6 +99,8 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     model.fit(split.train, split.valid)
     seconds = time.perf_counter() - start
+    if not is_main():
+        return 0
     scores = score_test_split(model, split)
 
     config = {
@@ -152,12 +157,15 @@ def cmd_evaluate(args) -> int:
 def cmd_recommend(args) -> int:
     """``autorec recommend MODEL --out FILE``: top-k of every user, via export_topk."""
     from ..data import RatingMatrix
-    from ..export import export_topk
+    from ..distributed import is_main
+    from ..export import export_topk, manifest_path
     from ..models import load
     from ..protocols import binarize_above
 
     if not 0 <= args.shard < args.num_shards:
         raise UsageError(f"--shard must be in [0, {args.num_shards - 1}] for --num-shards {args.num_shards}")
+    if not is_main():  # under torchrun each rank writes its part; rank 0 prints
+        args.quiet = True
     model = load(args.model_file, device=args.device)
     config = None if args.history else read_config(args.model_file)
     if args.history:
@@ -179,14 +187,18 @@ def cmd_recommend(args) -> int:
         _, split = rebuild_split(config, download=not args.no_download)
         history = split.train
     users = read_user_ids(args.users, history.users) if args.users else None
+    manual = args.num_shards > 1  # else: one file, or under torchrun one part per rank
     path = export_topk(
         model, history, args.out, k=args.k, users=users, exclude_seen=not args.include_seen,
-        batch_size=args.batch_size, format=args.format, num_shards=args.num_shards,
-        shard=args.shard, item_titles=args.titles, progress=not args.quiet,
+        batch_size=args.batch_size, format=args.format, num_shards=args.num_shards if manual else None,
+        shard=args.shard if manual else None, item_titles=args.titles, progress=not args.quiet,
     )
     n_users = len(users) if users is not None else history.n_users
-    part = f"part {args.shard} of {args.num_shards} of " if args.num_shards > 1 else ""
-    print(f"wrote top-{args.k} recommendations for {part}{n_users:,} users to {path}")
+    part = f"part {args.shard} of {args.num_shards} of " if manual else ""
+    if path != Path(args.out) and not manual:  # parts by rank, listed in the manifest
+        path = f"{args.out} parts, listed in {manifest_path(args.out)}"
+    if is_main():
+        print(f"wrote top-{args.k} recommendations for {part}{n_users:,} users to {path}")
     return 0
 
 def _csv_id_dtype(ids: pd.Index) -> str:

@@ -25,6 +25,7 @@ from ..exceptions import NotFittedError, NotFittedForUser
 from ..ranking import SCORE_BUDGET_BYTES, _check_k
 from . import _format
 from ._format import read_model_file
+from ._topk import topk_lowest_index_first
 
 __all__ = ["BaseRecommender", "NotFittedError", "NotFittedForUser", "read_model_file",
            "SCORE_BUDGET_BYTES"]
@@ -215,17 +216,18 @@ class BaseRecommender:
                 scores = self.score(users[start:stop], X[start:stop]).float()  # (b, n_items), fresh
                 if scores._base is not None:  # a view of model state: never write into it
                     scores = scores.clone()
-                if torch.isnan(scores).any():
-                    raise FloatingPointError(f"{type(self).__name__}.score returned NaN scores")
                 if exclude_seen:
                     seen = X[start:stop].tocoo()
                     flat = torch.from_numpy(seen.row.astype(np.int64) * self.n_items_ + seen.col)
                     scores.view(-1).index_fill_(0, flat.to(scores.device), -torch.inf)
-                top_scores, top_idx = _topk_lowest_index_first(scores, k)  # (b, k) each
+                try:  # a NaN a user could be recommended is among the selected scores
+                    top_scores, top_idx = topk_lowest_index_first(scores, k)  # (b, k) each, numpy
+                except FloatingPointError:
+                    raise FloatingPointError(f"{type(self).__name__}.score returned NaN scores") from None
                 del scores  # free the block before the next one is scored
-                top_idx[torch.isneginf(top_scores)] = -1
-                out_idx[start:stop] = top_idx.cpu().numpy()
-                out_scores[start:stop] = top_scores.cpu().numpy()
+                top_idx[np.isneginf(top_scores)] = -1
+                out_idx[start:stop] = top_idx
+                out_scores[start:stop] = top_scores
         return out_idx, out_scores
 
     # ------------------------------------------------------------ persistence
@@ -297,34 +299,3 @@ def _positions(values, name: str) -> np.ndarray:
 def _state_keys(state, required, optional=()) -> dict:
     """Shared by the models' ``_set_state``: ``state`` is a dict with exactly these keys."""
     return keys(state, "state", required, optional)
-
-
-def _topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` per row, equal scores in ascending item index, also across the k-th cut.
-
-    ``torch.topk(k + 1)`` shows where a tie straddles the cut (the k-th and (k+1)-th scores
-    are equal); only those rows are redone exactly (every item above the tie value, then the
-    lowest-index tied ones), and only rows with ties inside the list are reordered.
-    """
-    n_items = scores.shape[1]
-    top_scores, top_idx = torch.topk(scores, min(k + 1, n_items), dim=1)  # (b, k[+1]), descending
-    straddle = top_scores[:, k] == top_scores[:, k - 1] if k < n_items else None  # (b,)
-    top_scores, top_idx = top_scores[:, :k].contiguous(), top_idx[:, :k].contiguous()
-    if straddle is not None and straddle.any():
-        sub = scores[straddle]  # (s, n_items)
-        cut = top_scores[straddle][:, -1:]  # (s, 1)
-        above, tied = sub > cut, sub == cut
-        need = k - above.sum(dim=1, keepdim=True)  # (s, 1) tied items that fit
-        take = above | (tied & (tied.cumsum(dim=1) <= need))  # exactly k per row
-        idx = take.nonzero()[:, 1].view(-1, k)  # (s, k) ascending item index
-        top_idx[straddle], top_scores[straddle] = idx, sub.gather(1, idx)
-    ties = (top_scores[:, 1:] == top_scores[:, :-1]).any(dim=1)  # (b,)
-    if straddle is not None:
-        ties |= straddle  # rebuilt rows are in index order: sort them by score too
-    if ties.any():  # index order first, then a stable sort by score: ties in index order
-        s, i = top_scores[ties], top_idx[ties]
-        by_idx = torch.argsort(i, dim=1)
-        s, i = s.gather(1, by_idx), i.gather(1, by_idx)
-        order = torch.sort(s, dim=1, descending=True, stable=True).indices
-        top_scores[ties], top_idx[ties] = s.gather(1, order), i.gather(1, order)
-    return top_scores, top_idx

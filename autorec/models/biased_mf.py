@@ -47,7 +47,7 @@ class _BiasedMFNetwork(nn.Module):
         err = self.predict(user_idx, item_idx) - target  # (nnz,)
         reg = (self.user_factors[user_idx].pow(2).sum(1) + self.item_factors[item_idx].pow(2).sum(1)
                + self.user_bias[user_idx].pow(2) + self.item_bias[item_idx].pow(2))  # (nnz,)
-        return (err * err + self.l2 * reg).mean()
+        return (err * err + self.l2 * reg).sum() / batch.nnz_global  # mean over the global batch's ratings
 
 
 class BiasedMF(TorchRecommender):

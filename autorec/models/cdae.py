@@ -45,9 +45,11 @@ class _CDAENetwork(nn.Module):
         return self.decoder(z)  # (B, n_items)
 
     def loss(self, batch: Batch, step: int) -> torch.Tensor:
-        X, q, gen = batch.X, self.corruption, batch.generator
+        """Mean over the (global) batch of the row losses, plus λ/2 (shared weights' share +
+        the batch's user nodes); see :class:`~autorec.train.Batch` for data parallelism."""
+        X, q = batch.X, self.corruption
         if q > 0:  # drop observed entries with probability q, rescale the rest
-            keep = torch.rand(X.nnz, generator=gen).numpy() >= q
+            keep = batch.uniform_entries().numpy() >= q  # (nnz,)
             X = sp.csr_matrix((X.data * keep / (1 - q), X.indices, X.indptr), shape=X.shape)
         users = batch.rows.to(batch.device)
         out = self.forward(X, users, torch.zeros(len(users), dtype=torch.bool, device=batch.device))
@@ -56,14 +58,14 @@ class _CDAENetwork(nn.Module):
         if self.negative_samples is not None:
             n_pos = y.sum(dim=1, keepdim=True)  # (B, 1)
             rate = (self.negative_samples * n_pos / (y.shape[1] - n_pos).clamp(min=1)).clamp(max=1.0)
-            sampled = torch.rand(y.shape, generator=gen).to(y.device) < rate  # (B, n_items)
+            sampled = batch.uniform_rows(y.shape[1]).to(y.device) < rate  # (B, n_items)
             weight = (sampled | (y > 0)).float()
         if self.loss_name == "bce":
-            data = binary_cross_entropy(out, y, weight)
+            data = binary_cross_entropy(out, y, weight, n_rows=batch.n_global)
         else:
-            data = masked_sse(out, y, weight if weight is not None else torch.ones_like(y)) / len(y)
-        shared = l2_penalty(self.encoder.weight, self.decoder.weight) / batch.n_rows
-        own = l2_penalty(self.user_node(users)) / len(users)
+            data = masked_sse(out, y, weight if weight is not None else torch.ones_like(y)) / batch.n_global
+        shared = l2_penalty(self.encoder.weight, self.decoder.weight) / batch.n_rows * batch.share
+        own = l2_penalty(self.user_node(users)) / batch.n_global
         return data + 0.5 * self.l2 * (shared + own)
 
 

@@ -25,7 +25,12 @@ __all__ = ["MultDAE", "MultVAE"]
 
 
 def _normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
-    """Rows scaled to unit L2 norm (empty rows stay empty). Shape kept."""
+    """Rows scaled to unit L2 norm (empty rows stay empty). Shape kept.
+
+    scipy's product keeps each row's nonzero entries (their order inside the row reversed,
+    a function of the row alone), so the dropout draws of a row, one per entry, land on the
+    same entries whichever batch or rank the row is in.
+    """
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())  # (B,)
     norms[norms == 0] = 1.0
     return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ X)
@@ -52,11 +57,14 @@ class _MultNetwork(nn.Module):
         self.dropout_rate, self.l2 = dropout_rate, l2
         self.anneal_steps, self.anneal_cap = anneal_steps, anneal_cap
 
-    def encode(self, X: sp.csr_matrix, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Normalised sparse rows -> (mu, logvar) or (code, None); shapes (B, latent)."""
+    def encode(self, X: sp.csr_matrix, batch: Batch | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised sparse rows -> (mu, logvar) or (code, None); shapes (B, latent).
+
+        With ``batch`` (training) the input entries get dropout drawn from its generator.
+        """
         X = _normalize_rows(X)
-        if generator is not None and self.dropout_rate > 0:  # input dropout, drawn from the trainer
-            keep = torch.rand(X.nnz, generator=generator).numpy() >= self.dropout_rate
+        if batch is not None and self.dropout_rate > 0:  # input dropout, drawn from the trainer
+            keep = batch.uniform_entries().numpy() >= self.dropout_rate  # (nnz,)
             X = sp.csr_matrix((X.data * keep / (1 - self.dropout_rate), X.indices, X.indptr), shape=X.shape)
         h = self.encoder[0](X)  # (B, d1)
         for layer in self.encoder[1:]:
@@ -75,27 +83,38 @@ class _MultNetwork(nn.Module):
         return h
 
     def forward(self, X: sp.csr_matrix) -> torch.Tensor:
-        mu, _ = self.encode(X, generator=None)
+        mu, _ = self.encode(X)
         return self.decode(mu)  # (B, n_items)
 
     def loss(self, batch: Batch, step: int) -> torch.Tensor:
-        mu, logvar = self.encode(batch.X, batch.generator)
-        x = batch.X  # (B, n_items) sparse clicks: the likelihood reads only their cells
+        """Multinomial NLL (+ β KL for Mult-VAE), means over the global batch, plus the L2
+        term's share (see :class:`~autorec.train.Batch` for data parallelism)."""
+        mu, logvar = self.encode(batch.X, batch)
+        x, n = batch.X, batch.n_global  # (B, n_items) sparse clicks: the likelihood reads only their cells
         if self.variational:
-            eps = torch.randn(mu.shape, generator=batch.generator).to(mu.device)  # (B, latent)
+            eps = batch.normal_rows(self.latent).to(mu.device)  # (B, latent)
             z = mu + eps * torch.exp(0.5 * logvar)  # (B, latent)
             beta = kl_anneal(step, self.anneal_steps, self.anneal_cap)
-            return multinomial_nll(self.decode(z), x) + beta * gaussian_kl(mu, logvar)
-        loss = multinomial_nll(self.decode(mu), x)
+            return multinomial_nll(self.decode(z), x, n) + beta * gaussian_kl(mu, logvar, n)
+        loss = multinomial_nll(self.decode(mu), x, n)
         if self.l2 > 0:
             weights = [layer.weight for layer in [*self.encoder, *self.decoder]]
-            loss = loss + self.l2 * l2_penalty(*weights)  # lam * sum ||W||^2 as in the paper's code
+            loss = loss + self.l2 * batch.share * l2_penalty(*weights)  # lam * sum ||W||^2 as in the paper's code
         return loss
 
 
 class _MultBase(TorchRecommender):
     variational = False
     _param_rules = {"total_anneal_steps": _checks.non_negative_int, "anneal_cap": _checks.non_negative}
+
+    def _training_rows(self, train) -> sp.csr_matrix:
+        """The click rows without stored zeros (they add nothing to the likelihood, and the
+        normalised rows the dropout draws are matched to have none)."""
+        X = train.X
+        if X.nnz and not X.data.all():
+            X = X.copy()
+            X.eliminate_zeros()
+        return X
 
     def _build_network(self) -> nn.Module:
         return _MultNetwork(

@@ -149,7 +149,7 @@ class Trainer:
     patience : int, optional
         Stop after this many epochs without a better validation score (None: never).
     progress : bool
-        Show a progress bar.
+        Show a progress bar (on a terminal only: none when stderr is a file or a pipe).
     desc : str
         Label of the progress bar.
 
@@ -216,7 +216,8 @@ class Trainer:
             state = self._load_checkpoint(checkpoint, net, optimizer, gen, identity)
             changed()
         last_good = copy.deepcopy(net.state_dict())
-        bar = tqdm(range(state["epoch"], self.epochs), desc=self.desc, disable=not self.progress,
+        bar = tqdm(range(state["epoch"], self.epochs), desc=self.desc,
+                   disable=None if self.progress else True,  # None: a bar only on a terminal
                    initial=state["epoch"], total=self.epochs, leave=False)
         for epoch in bar:
             start = time.perf_counter()

@@ -90,7 +90,7 @@ def read_frame(df: pd.DataFrame, columns: Columns, *, users=None, items=None,
         vals = _numeric_column(df, rating, source, np.float32, first_line)
     else:
         vals = np.ones(len(df), np.float32)
-    ts = _numeric_column(df, timestamp, source, np.int64, first_line) if timestamp else None
+    ts = _timestamp_column(df, timestamp, source, first_line) if timestamp else None
     for c in (user, item):
         if df[c].isna().any():
             pos = int(np.flatnonzero(df[c].isna().to_numpy())[0])
@@ -212,6 +212,34 @@ def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=N
             f"{s.iloc[pos]!r} at {_where(pos, first_line)} ({int(bad.sum()):,} such rows)"
         )
     return num.to_numpy(dtype=dtype)
+
+
+def _timestamp_column(df: pd.DataFrame, col: str, source: str, first_line=None) -> np.ndarray:
+    """Times as int64: numbers as they are (e.g. Unix seconds); datetimes and ISO-8601
+    text (``2024-05-01T12:30:00Z``, ``2024-05-01 12:30``, a date) as Unix seconds, UTC
+    (text without a zone is read as UTC)."""
+    s = df[col]
+    if pd.api.types.is_datetime64_any_dtype(s) or (
+            s.dtype == object or pd.api.types.is_string_dtype(s)) and not _looks_numeric(s):
+        try:
+            when = pd.to_datetime(s, format="ISO8601", utc=True)
+        except (ValueError, TypeError, OverflowError):
+            when = pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce")
+        bad = when.isna().to_numpy()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{source}: column '{col}' has a value {s.iloc[pos]!r} at {_where(pos, first_line)} "
+                f"that is neither a number nor an ISO-8601 time ({int(bad.sum()):,} such rows)"
+            )
+        return when.astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    return _numeric_column(df, col, source, np.int64, first_line)
+
+
+def _looks_numeric(s: pd.Series) -> bool:
+    """True when the first value parses as a number (text columns of Unix times)."""
+    first = s.dropna()
+    return len(first) == 0 or not np.isnan(pd.to_numeric(first.iloc[:1], errors="coerce").iloc[0])
 
 
 def resolve_duplicates(rows, cols, vals, ts, shape, policy):

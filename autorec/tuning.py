@@ -94,7 +94,7 @@ class TuneResult:
     lower_is_better : bool
     trials : pandas.DataFrame
         One row per finished trial: ``number``, ``state`` (``"complete"``/``"fail"``),
-        ``value``, ``seconds``, ``best_epoch``, ``error`` and one ``param.<name>`` column
+        ``value``, ``seconds`` (of the fit), ``best_epoch``, ``error`` and one ``param.<name>`` column
         per searched parameter.
     model : BaseRecommender or None
         The best configuration, fitted on ``train`` (None with ``refit=False``).
@@ -258,12 +258,12 @@ def _run_trial(base, params: dict, train, valid, part: EvalPart, metric: str, nu
     try:
         model = base.clone().set_params(**params)
         model.fit(train, valid)
+        record["seconds"] = round(time.perf_counter() - start, 3)  # the fit alone
         value = _score(model, part, metric)
     except (ValueError, TypeError, ArithmeticError, RuntimeError, MemoryError) as exc:
         record.update(state="fail", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}",
                       seconds=round(time.perf_counter() - start, 3))
         return record, None
-    record["seconds"] = round(time.perf_counter() - start, 3)
     if not math.isfinite(value):
         record.update(state="fail", error=f"validation {metric} is {value}")
         return record, None

@@ -71,10 +71,11 @@ def test_ml100k_pop_recommends_nothing_a_user_rated(protocol, tmp_path, capsys):
         assert code == 2 and "no test part" in err
     else:
         assert metrics["part"] == "test" and metrics["protocol"] == "per-user"
-    code, text, _ = run(capsys, "recommend", out / "model.pt", "--k", 10, "--out", tmp_path / "r.csv")
+    code, text, _ = run(capsys, "recommend", out / "model.pt", "--k", 10, "--out", tmp_path / "r.csv",
+                        "--titles")
     assert code == 0 and "943 users" in text
     recs = pd.read_csv(tmp_path / "r.csv")
-    assert len(recs) == 9430
+    assert len(recs) == 9430 and recs["title"].notna().all()
     R = autorec.load_movielens("ml-100k", data_dir=folder, download=False)
     assert not rated_pairs(R) & set(zip(recs["user"], recs["item"]))
     # --include-seen is the only way back to recommending rated items

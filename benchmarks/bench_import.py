@@ -57,7 +57,9 @@ def timed(tree: Path, args: list[str]) -> float:
 def imports_torch(tree: Path, args: list[str]) -> bool:
     proc = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=tree, env=_env(tree),
                           capture_output=True, text=True)
-    return any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
+    # lines read "import time: self | cumulative | <indent>module"; nested imports are indented
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in proc.stderr.splitlines()
+               if line.startswith("import time:"))
 
 
 def main(argv=None) -> int:

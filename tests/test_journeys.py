@@ -243,3 +243,14 @@ def test_csv_timestamps_may_be_iso_8601(tmp_path):
     path.write_text("user,item,rating,when\na,1,5,881250949\na,2,4,881250950\n")  # Unix times stay
     assert autorec.RatingMatrix.from_csv(path, timestamp="when").timestamps.tolist() == [881250949, 881250950]
     assert np.issubdtype(R.timestamps.dtype, np.int64)
+
+
+def test_version_answers_before_the_parser_loads_pandas():
+    import subprocess
+    import sys
+
+    code = ("import sys; from autorec.cli import main; main(['--version']); "
+            "sys.exit(1 if {'pandas', 'torch', 'scipy'} & set(sys.modules) else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and proc.stdout.strip() == f"autorec {autorec.__version__}"

@@ -42,8 +42,13 @@ def main(argv=None) -> int:
     argv : list of str, optional
         Arguments without the program name; ``sys.argv[1:]`` by default.
     """
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered before the parser (and pandas, for its choices) loads
+        from .._version import __version__
+
+        print(f"autorec {__version__}")
+        return 0
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         args.argv = argv

@@ -160,8 +160,11 @@ def _checkpoint_options(args, model, out: Path) -> dict:
     if not args.checkpoint:
         return {}
     if "checkpoint" not in inspect.signature(model.fit).parameters:
+        from ..models import MODEL_NAMES, model_class
+
+        epochwise = [n for n in MODEL_NAMES if "checkpoint" in inspect.signature(model_class(n).fit).parameters]
         raise UsageError(f"--checkpoint: {type(model).__name__} is not trained epoch by epoch "
-                         "(torch models only: i-autorec, u-autorec, cdae, mult-dae, mult-vae, biased-mf)")
+                         f"(models that are: {', '.join(epochwise)})")
     path = Path(args.checkpoint).resolve()
     if path.is_dir():
         raise UsageError(f"--checkpoint {path} is a folder; give a file name")

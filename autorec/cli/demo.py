@@ -88,7 +88,8 @@ def cmd_demo(args) -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(f"\n{'quick' if args.quick else 'full'} settings, total {time.perf_counter() - started:.0f} s. "
-          "RMSE: lower is better; NDCG@10, Recall@20: higher is better.")
+          "RMSE: lower is better; NDCG@10, Recall@20: higher is better "
+          "(Recall@20 normalised: hits / min(20, test items)).")
     return 1 if failed else 0
 
 

@@ -24,8 +24,9 @@ _NAMES = {
     "IAutoRec": "models", "UAutoRec": "models", "CDAE": "models", "MultDAE": "models",
     "MultVAE": "models", "BiasedMF": "models", "EASE": "models", "ALS": "models", "BPR": "models",
     "LMF": "models", "Popularity": "models",
+    "tune": "tuning",
 }
-_MODULES = ("datasets", "exceptions", "metrics", "models", "protocols", "split")
+_MODULES = ("datasets", "exceptions", "metrics", "models", "protocols", "split", "tuning")
 
 __all__ = sorted([*_NAMES, *_MODULES]) + ["__version__"]
 

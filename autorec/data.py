@@ -188,6 +188,30 @@ class RatingMatrix:
         return cls(X, users, items, ts)
 
     @classmethod
+    def from_csr(cls, X, users=None, items=None, *, duplicates: str = "last") -> RatingMatrix:
+        """Wrap a scipy sparse matrix of ratings, users x items (rows are users).
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix or array, shape (n_users, n_items)
+            Any sparse format; stored entries are the ratings. Explicitly stored zeros
+            are dropped: in a sparse matrix an absent entry is unobserved, not a rating.
+        users, items : array-like, optional
+            Raw ids of the rows and columns; ``range(n)`` when omitted.
+        duplicates : {"last", "mean", "error"}
+            Repeated entries of a non-canonical matrix, see :meth:`from_frame`.
+        """
+        if not sp.issparse(X):
+            raise TypeError(f"from_csr expects a scipy sparse matrix, got {type(X).__name__} "
+                            "(wrap a dense array with scipy.sparse.csr_matrix(a))")
+        coo = X.tocoo()
+        nonzero = coo.data != 0
+        if len(X.shape) != 2:
+            raise ValueError(f"X must be 2-D, got shape {X.shape}")
+        return cls.from_arrays(coo.row[nonzero], coo.col[nonzero], coo.data[nonzero], users=users,
+                               items=items, shape=tuple(X.shape), duplicates=duplicates)
+
+    @classmethod
     def from_frame(
         cls,
         df: pd.DataFrame,

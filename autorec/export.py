@@ -85,7 +85,7 @@ def export_topk(
     model, data: RatingMatrix, path, k: int = 10, *, users=None, user_idx=None,
     exclude_seen: bool = True, batch_size: int | None = None, memory_budget_mb: float = 256,
     format: str | None = None, num_shards: int | None = None, shard: int | None = None,
-    item_titles: bool = False, progress: bool = True,
+    item_titles: bool = False, progress: bool = True, exclude: RatingMatrix | None = None,
 ) -> Path:
     """Write the top-``k`` items of every user (or a subset) to a file, batch by batch.
 
@@ -123,7 +123,11 @@ def export_topk(
     item_titles : bool
         Add the items' titles from ``data.item_info["title"]``.
     progress : bool
-        Show a progress bar on stderr.
+        Show a progress bar on stderr (on a terminal only).
+    exclude : RatingMatrix, optional
+        More ratings never to recommend, same users and items as ``data``, applied
+        whatever ``exclude_seen`` says: e.g. every rating of the users when ``data`` holds
+        only those the model reads (the ratings above a threshold).
 
     Returns
     -------
@@ -150,6 +154,9 @@ def export_topk(
             "data's items differ from the model's; express the histories in the model's "
             "vocabulary first: data.align(items=model.items_)"
         )
+    if exclude is not None and not (isinstance(exclude, RatingMatrix) and exclude.users.equals(data.users)
+                                    and exclude.items.equals(data.items)):
+        raise ValueError("exclude must be a RatingMatrix with the users and items of data")
     k = _positive_int(k, "k")
     fmt, gz = _resolve_format(path, format)
     num_shards, shard, here = _shards(model, num_shards, shard)
@@ -173,7 +180,7 @@ def export_topk(
                 writer = _WRITERS[fmt](tmp, gz, data, titles, header=(shard == 0))
                 try:
                     return _stream(model, data, rows, model_users, k, exclude_seen, batch_size,
-                                   writer, progress)
+                                   writer, progress, exclude)
                 finally:
                     writer.close()
 
@@ -221,12 +228,12 @@ def shard_bounds(n_users: int, batch_size: int, num_shards: int, shard: int) -> 
 
 
 # ------------------------------------------------------------------ the stream
-def _stream(model, data, rows, model_users, k, exclude_seen, batch_size, writer, progress):
+def _stream(model, data, rows, model_users, k, exclude_seen, batch_size, writer, progress, exclude=None):
     """Score, rank and hand every batch to ``writer`` (in a background thread, one batch
     behind); returns (users, recommendations) written."""
     ranks = np.arange(1, min(k, data.n_items) + 1, dtype=np.int32)
     n_recs = 0
-    with tqdm(total=len(rows), unit="user", desc="export", disable=not progress,
+    with tqdm(total=len(rows), unit="user", desc="export", disable=None if progress else True,
               file=sys.stderr, leave=False) as bar, ThreadPoolExecutor(1) as pool:
         pending = None
         try:
@@ -236,6 +243,7 @@ def _stream(model, data, rows, model_users, k, exclude_seen, batch_size, writer,
                 item_idx, scores = model.recommend(
                     model_users[start:start + batch_size], history, k=k,
                     exclude_seen=exclude_seen, batch_size=len(batch_rows),
+                    exclude=None if exclude is None else exclude.X[batch_rows],
                 )  # (b, k) each, -1 / -inf padded
                 valid = item_idx >= 0
                 if not np.isfinite(scores[valid]).all():

@@ -224,6 +224,9 @@ class EvalResult(Mapping):
             lines += ["| metric | " + " | ".join(f"@{k}" for k in ks) + " |",
                       "|---|" + "---|" * len(ks)]
             lines += [f"| {m} | " + " | ".join(cell(f"{m}@{k}") for k in ks) + " |" for m in names]
+            if "recall" in names:
+                lines += ["", "recall: the normalised recall of Liang et al. 2018, hits / min(k, test "
+                          "items); recall_plain: hits / test items"]
         rating = [n for n in self._means if "@" not in n]
         if rating:
             lines += ["", "| metric | value |", "|---|---|"] + [f"| {n} | {cell(n)} |" for n in rating]

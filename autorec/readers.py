@@ -382,12 +382,10 @@ def _numeric_column(df: pd.DataFrame, col: str, source: str, dtype, first_line=N
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def _timestamp_column(df: pd.DataFrame, col: str, source: str, first_line=None) -> np.ndarray:
+def _integer_timestamps(df: pd.DataFrame, col: str, source: str, first_line=None) -> np.ndarray:
     """Integer timestamps (int64), exactly: fractional values, values beyond int64 and
     non-numbers are errors naming the row (they were truncated or wrapped)."""
     s = df[col]
-    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "Mm":  # datetimes: as numbers (ns)
-        return _numeric_column(df, col, source, np.int64, first_line)
     num = s if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf" else pd.to_numeric(s, errors="coerce")
     kind = num.dtype.kind if isinstance(num.dtype, np.dtype) else "O"
     if kind == "i":
@@ -567,6 +565,34 @@ def _vocabulary_positions(s: pd.Series, vocab: pd.Index | None, col: str, source
         pos[known] = vocab.get_indexer(as_int[known].to_numpy(dtype=vocab.dtype))
         return pos
     return vocab.get_indexer(s)
+
+
+def _timestamp_column(df: pd.DataFrame, col: str, source: str, first_line=None) -> np.ndarray:
+    """Times as int64: numbers as they are (e.g. Unix seconds); datetimes and ISO-8601
+    text (``2024-05-01T12:30:00Z``, ``2024-05-01 12:30``, a date) as Unix seconds, UTC
+    (text without a zone is read as UTC)."""
+    s = df[col]
+    if pd.api.types.is_datetime64_any_dtype(s) or (
+            s.dtype == object or pd.api.types.is_string_dtype(s)) and not _looks_numeric(s):
+        try:
+            when = pd.to_datetime(s, format="ISO8601", utc=True)
+        except (ValueError, TypeError, OverflowError):
+            when = pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce")
+        bad = when.isna().to_numpy()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{source}: column '{col}' has a value {s.iloc[pos]!r} at {_where(pos, first_line)} "
+                f"that is neither a number nor an ISO-8601 time ({int(bad.sum()):,} such rows)"
+            )
+        return when.astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    return _integer_timestamps(df, col, source, first_line)
+
+
+def _looks_numeric(s: pd.Series) -> bool:
+    """True when the first value parses as a number (text columns of Unix times)."""
+    first = s.dropna()
+    return len(first) == 0 or not np.isnan(pd.to_numeric(first.iloc[:1], errors="coerce").iloc[0])
 
 
 def resolve_duplicates(rows, cols, vals, ts, shape, policy):

@@ -230,7 +230,7 @@ class Trainer:
     patience : int, optional
         Stop after this many epochs without a better validation score (None: never).
     progress : bool
-        Show a progress bar.
+        Show a progress bar (on a terminal only: none when stderr is a file or a pipe).
     desc : str
         Label of the progress bar.
 
@@ -318,7 +318,7 @@ class Trainer:
         good = unchecked = copy.deepcopy(net.state_dict())
         good_epoch = unchecked_epoch = state["epoch"]
         bar = tqdm(range(state["epoch"], self.epochs), desc=self.desc,
-                   disable=not (self.progress and here.main),
+                   disable=None if (self.progress and here.main) else True,  # None: a bar only on a terminal
                    initial=state["epoch"], total=self.epochs, leave=False)
         for epoch in bar:
             start = time.perf_counter()

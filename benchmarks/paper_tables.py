@@ -35,6 +35,7 @@ from autorec.metrics import evaluate, mae, rmse  # noqa: E402
 from autorec.models import model_class  # noqa: E402
 from autorec.models.torch_base import TorchRecommender  # noqa: E402
 from autorec.protocols import autorec_protocol, per_user_holdout, strong_generalization  # noqa: E402
+from autorec.tuning import tune  # noqa: E402
 
 PAPER_RMSE = {  # Sedhain et al. 2015, Table 1(a)/(b): random 90/10 split; the deep
     # I-AutoRec (500-250-500) is their sec. 3 figure; kernel: Muller et al. 2018 (ML-1M),
@@ -67,7 +68,7 @@ RATING_MODELS = {
                                      "epochs": 150, "valid_size": 0.1, "patience": 10}),
     "kernel-i-autorec": ("kernel-i-autorec", {}),
 }
-# label -> (registry name, grid of params tried on the validation users)
+# label -> (registry name, the configurations autorec.tune tries on the validation users)
 TOPK_GRIDS = {
     # β → 0.2 over 200k steps is the paper's ML-20M schedule (233 steps/epoch); on ML-1M
     # (10 steps/epoch) it ends at β = 0.01, so the grid adds β rising to 0.2 over the run
@@ -146,8 +147,14 @@ def run_rating(dataset: str, R, seeds, quick: bool, log, models=None, histories=
     return rows
 
 
-def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None, histories=None) -> list[dict]:
-    """Top-k protocol (``strong`` or ``per-user``): grid on validation, report on test."""
+def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None, histories=None,
+             trials_dir: Path | None = None) -> list[dict]:
+    """Top-k protocol (``strong`` or ``per-user``): ``autorec.tune`` over each model's
+    configurations on the validation users (NDCG@100), the best one reported on test.
+
+    With ``trials_dir``, each search is journaled there (``<dataset>-<protocol>-<label>/
+    trials.jsonl``) and an interrupted run resumes; without it, every trial runs afresh.
+    """
     if protocol == "strong":
         proto = strong_generalization(R, n_heldout=HELDOUT_USERS.get(dataset, 600), seed=0)
     else:
@@ -157,15 +164,15 @@ def run_topk(dataset: str, R, protocol: str, quick: bool, log, models=None, hist
     for label, (name, grid) in TOPK_GRIDS.items():
         if models and label not in models:
             continue
-        best = None
-        for params in (grid[:1] if quick else grid):
-            model = _make(name, params, 0, quick)
-            seconds = _fit(model, proto.train, proto.valid)
-            score = evaluate(model, *proto.valid, metrics=("ndcg",), ks=(100,))["ndcg@100"]
-            log(f"{dataset} {protocol} {label} {params}: valid NDCG@100 {score:.4f} ({seconds:.0f}s)")
-            if best is None or score > best[0]:
-                best = (score, model, seconds)
-        score, model, seconds = best
+        base = _make(name, {}, 0, quick)
+        space = grid[:1] if quick else grid
+        if quick and "epochs" in base.get_params():  # --quick caps the epochs of every config
+            space = [{**params, **QUICK} for params in space]
+        search = tune(base, proto.train, proto.valid, space, metric="ndcg@100",
+                      out=None if trials_dir is None else trials_dir / f"{dataset}-{protocol}-{label}",
+                      log=lambda line, label=label: log(f"{dataset} {protocol} {label} {line}"))
+        model, score = search.model, search.best_value
+        seconds = float(search.trials.loc[search.trials["value"] == score, "seconds"].iloc[0])
         result = evaluate(model, *proto.test, metrics=TOPK_METRICS, ks=TOPK_KS)
         row = {"suite": "topk", "dataset": dataset, "protocol": protocol, "model": label, "seed": 0,
                "params": json.dumps(model.get_params(), default=str), "valid_ndcg@100": score,
@@ -220,6 +227,7 @@ def topk_table(runs: pd.DataFrame) -> str:
         paper_cell = " / ".join(f"{v:.3f}" for v in paper) if paper else "—"
         lines.append(f"| {r['dataset']} | {r['protocol']} | {r['model']} | " + " | ".join(cells)
                      + f" | {paper_cell} | {r['fit_seconds']:.0f} |")
+    lines += ["", "recall@k is the normalised recall of Liang et al. 2018: hits / min(k, held-out items)."]
     return "\n".join(lines)
 
 
@@ -261,6 +269,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=RESULTS, help=f"results folder (default {RESULTS})")
     p.add_argument("--quick", action="store_true", help="ML-100K, 1 seed, 15 epochs, no grid: a few minutes")
+    p.add_argument("--trials-dir", default=None,
+                   help="journal each top-k search here (resumable); default: in memory, every trial afresh")
     args = p.parse_args(argv)
     quick = args.quick
     datasets = (args.datasets or ("ml-100k" if quick else "ml-1m")).split(",")
@@ -278,7 +288,8 @@ def main(argv=None) -> int:
             rating_rows += run_rating(dataset, R, seeds, quick, log, models, histories)
         if args.suite in ("topk", "all"):
             for protocol in args.protocols.split(","):
-                topk_rows += run_topk(dataset, R, protocol, quick, log, models, histories)
+                topk_rows += run_topk(dataset, R, protocol, quick, log, models, histories,
+                                      Path(args.trials_dir) if args.trials_dir else None)
     header = environment(command)
     keys = ["dataset", "protocol", "model", "seed"]
     stamp = {"command": command, "run_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

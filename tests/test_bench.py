@@ -52,13 +52,19 @@ def test_seeds_change_the_split(R, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::autorec.split.SplitWarning")  # a few one-rating users
-def test_topk_suite_picks_on_validation_and_reports_test(R, monkeypatch):
+def test_topk_suite_picks_on_validation_and_reports_test(R, monkeypatch, tmp_path):
     grids = {"ease": ("ease", [{"l2": 1.0}, {"l2": 1e4}]), "pop": ("pop", [{}])}
     monkeypatch.setattr(bench, "TOPK_GRIDS", grids)
     logs = []
-    rows = bench.run_topk("ml-100k", R, "per-user", quick=False, log=logs.append)
+    rows = bench.run_topk("ml-100k", R, "per-user", quick=False, log=logs.append, trials_dir=tmp_path)
     assert [r["model"] for r in rows] == ["ease", "pop"]
-    assert sum("valid NDCG@100" in line for line in logs) == 3  # every grid point was scored
+    assert sum("valid ndcg@100" in line for line in logs) == 3  # every grid point was scored
+    journal = (tmp_path / "ml-100k-per-user-ease" / "trials.jsonl").read_text().splitlines()
+    assert len(journal) == 3  # autorec.tune's journal: a header and the two configurations
+    again = []
+    rerun = bench.run_topk("ml-100k", R, "per-user", quick=False, log=again.append, trials_dir=tmp_path)
+    assert not any("valid ndcg@100" in line for line in again)  # resumed: nothing ran twice
+    assert [r["ndcg@100"] for r in rerun] == [r["ndcg@100"] for r in rows]
     for r in rows:
         assert 0 <= r["recall@20"] <= 1 and r["ndcg@100_se"] > 0 and r["n_users"] > 0
     assert "| ml-100k | per-user | ease |" in bench.topk_table(pd.DataFrame(rows))

@@ -4,6 +4,8 @@
 
     autorec datasets list | download NAME [--dir DIR] | info NAME
     autorec train --model NAME (--dataset NAME | --ratings FILE) --out DIR [--set key=value ...]
+                  [--protocol none] [--checkpoint FILE [--resume]] [--overwrite]
+    autorec tune --model NAME (--dataset NAME | --ratings FILE) --out DIR --space KEY=VALUES ...
     autorec evaluate RUN/model.pt [--json]
     autorec recommend RUN/model.pt --k 10 --out recs.parquet [--users FILE] [--history FILE]
     autorec demo [--quick]
@@ -40,8 +42,13 @@ def main(argv=None) -> int:
     argv : list of str, optional
         Arguments without the program name; ``sys.argv[1:]`` by default.
     """
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered before the parser (and pandas, for its choices) loads
+        from .._version import __version__
+
+        print(f"autorec {__version__}")
+        return 0
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         args.argv = argv
@@ -121,10 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME", help=", ".join(MODELS))
     _data_options(p, DATASETS, required=True)
     _protocol_options(p, PROTOCOLS)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="model parameter (JSON value), repeatable: --set hidden=300 --set lr=1e-3")
+    _set_option(p)
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder for model.pt, config.json, history.csv, metrics.json")
+                   help="folder for model.pt, config.json, history.csv, metrics.json; written "
+                        "whole when training ends (refused if it holds files, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds files")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="torch models: write a checkpoint to FILE after every epoch (outside --out)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint FILE when it exists (bit-exact on CPU)")
+
+    # tune
+    p = add("tune", "search hyperparameters on the validation part (never test), re-fit the best",
+            commands.cmd_tune, parents=[device],
+            epilog="Spaces: --space 'l2=[100,300,1000]' (values), --space lr=1e-4..1e-2:log, "
+                   "--space hidden=100..600 (ranges: need Optuna). The folder gets trials.jsonl "
+                   "(run the same command again to resume), trials.csv, best.json and the best "
+                   "model (model.pt, config.json: 'autorec evaluate DIR/model.pt' scores it on test).")
+    p.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME", help=", ".join(MODELS))
+    _data_options(p, DATASETS, required=True)
+    _protocol_options(p, PROTOCOLS)
+    p.add_argument("--space", action="append", required=True, metavar="KEY=VALUES",
+                   help="searched parameter, repeatable: KEY=[v1,v2] or KEY=LOW..HIGH[:log]")
+    _set_option(p)
+    p.add_argument("--trials", type=positive_int, metavar="N",
+                   help="trials in all (default: the whole grid; needed for ranges)")
+    p.add_argument("--metric", default="auto",
+                   help="validation metric: auto (rmse for rating models, else ndcg@100), rmse, "
+                        "mae, ndcg@K, recall@K, ...")
+    p.add_argument("--sampler", default="auto", choices=("auto", "grid", "tpe", "random"),
+                   help="auto: the grid for value lists, Optuna's TPE for ranges")
+    p.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the search and the best model")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds files")
 
     # evaluate
     p = add("evaluate", "test metrics of a trained model (Markdown table or JSON)", commands.cmd_evaluate,
@@ -137,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # recommend
     p = add("recommend", "write the top-k items of every user to CSV, Parquet or JSON lines",
-            commands.cmd_recommend, parents=[device])
+            commands.cmd_recommend, parents=[device],
+            epilog="Every item a user rated is excluded: by default the whole data set of the "
+                   "training run is rebuilt from config.json (all its ratings, not only the "
+                   "training part, whatever their value), or the --history file is read; "
+                   "--include-seen turns this off.")
     p.add_argument("model_file", metavar="MODEL_FILE", help="a model.pt written by 'autorec train'")
     p.add_argument("--k", type=positive_int, default=10, help="items per user (default 10)")
     p.add_argument("--out", required=True, metavar="FILE",
@@ -145,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="override the extension")
     p.add_argument("--users", metavar="FILE", help="raw user ids to export, one per line")
     p.add_argument("--history", metavar="FILE",
-                   help="ratings CSV of (new) users' histories; default: the training data "
-                        "rebuilt from config.json")
+                   help="ratings CSV of the users' histories (new users are folded in); default: "
+                        "all the data of the training run, rebuilt from config.json")
     _csv_options(p)
     p.add_argument("--num-shards", type=positive_int, default=1, metavar="N",
                    help="split the users into N contiguous parts ...")
@@ -154,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="... and write part I, to FILE with -part-0000I-of-0000N before the extension")
     p.add_argument("--batch-size", type=positive_int, metavar="N", help="users scored at once")
     p.add_argument("--titles", action="store_true", help="add a title column (MovieLens)")
-    p.add_argument("--include-seen", action="store_true", help="do not exclude the users' history")
+    p.add_argument("--include-seen", action="store_true",
+                   help="do not exclude the items the users rated")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
 
     # demo
@@ -191,10 +232,17 @@ def _csv_options(p) -> None:
                    help="the file has no header; columns are user, item, rating[, timestamp]")
 
 
+def _set_option(p) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model parameter (JSON value, of the default's type), repeatable: "
+                        "--set hidden=300 --set lr=1e-3")
+
+
 def _protocol_options(p, protocols) -> None:
     group = p.add_argument_group("evaluation protocol")
-    group.add_argument("--protocol", choices=list(protocols),
-                       help="default: autorec for rating models, per-user for ranking models")
+    group.add_argument("--protocol", choices=[*protocols, "none"],
+                       help="default: autorec for rating models, per-user for ranking models; "
+                            "none: train on all the data (no test part), for production top-k")
     group.add_argument("--seed", type=int, default=0, help="split seed, and model seed (default 0)")
     group.add_argument("--threshold", type=float, metavar="T",
                        help="ranking protocols keep ratings > T (default 3.5 on star ratings)")

@@ -13,8 +13,9 @@ import time
 
 __all__ = ["cmd_demo", "DEMO_MODELS"]
 
-#: name -> (protocol, full settings, --quick settings); sized for 2 CPU cores (about
-#: 3 minutes / 1 minute in all), tuned on MovieLens 100K with seed 0
+#: name -> (protocol, full settings, --quick settings); sized for 2 CPU cores (full settings:
+#: 23 s on 2 idle cores, 196 s on 2 cores shared at load 5-7; see the README), tuned on
+#: MovieLens 100K with seed 0
 DEMO_MODELS = {
     # the library defaults (tuned on ML-1M) for I-AutoRec; U-AutoRec and BiasedMF take
     # bigger steps on ML-100K's 4 batches per epoch (seed 0 test RMSE 0.897 / 0.961 / 0.903)
@@ -88,7 +89,8 @@ def cmd_demo(args) -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(f"\n{'quick' if args.quick else 'full'} settings, total {time.perf_counter() - started:.0f} s. "
-          "RMSE: lower is better; NDCG@10, Recall@20: higher is better.")
+          "RMSE: lower is better; NDCG@10, Recall@20: higher is better "
+          "(Recall@20 normalised: hits / min(20, test items)).")
     return 1 if failed else 0
 
 

@@ -5,7 +5,7 @@ import argparse
 import difflib
 import json
 
-__all__ = ["UsageError", "parse_assignments", "separator", "column", "positive_int",
+__all__ = ["UsageError", "parse_assignments", "parse_space", "typed_params", "separator", "column", "positive_int",
            "non_negative_int", "unknown_key"]
 
 
@@ -27,6 +27,96 @@ def parse_assignments(items, option: str) -> dict:
             value = {"None": None, "True": True, "False": False}.get(text, text)
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def typed_params(params: dict, defaults: dict, option: str = "--set") -> dict:
+    """``--set`` values checked against the type of each parameter's default.
+
+    An int where a float is expected becomes a float; a list becomes a tuple; a default of
+    None accepts anything (the model's own rules check it). A value of another type is a
+    :class:`UsageError` naming the parameter, the type expected and the value given.
+    """
+    out = {}
+    for key, value in params.items():
+        default = defaults.get(key)
+        expected = _kind(default)
+        if default is None or value is None or _kind(value) == expected:
+            out[key] = value
+        elif expected == "a number" and _kind(value) == "an integer":
+            out[key] = float(value)
+        else:
+            raise UsageError(f"{option} {key}={_text(value)}: {key} takes {expected} "
+                             f"(default {_text(default)}), not {_kind(value)}")
+    return out
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (tuple, list)):
+        return "a list such as [600,200]"
+    if isinstance(value, str):
+        return "text"
+    return type(value).__name__
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def parse_space(items, defaults: dict) -> dict:
+    """``--space`` options -> a search space of :func:`autorec.tune`.
+
+    ``KEY=[v1,v2,...]`` (a JSON list: these values; lists inside become tuples),
+    ``KEY=v1,v2`` (the same without brackets), ``KEY=LOW..HIGH`` (a range: integers for a
+    parameter whose default is an integer, else floats), ``KEY=LOW..HIGH:log`` (log scale).
+    Values are type-checked against the parameter's default like ``--set``.
+    """
+    from ..tuning import Float, Int
+
+    space = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key or not text:
+            raise UsageError(f"--space expects KEY=[v1,v2,...] or KEY=LOW..HIGH[:log], got {item!r}")
+        if key not in defaults:
+            raise UsageError(unknown_key(key, list(defaults), "the model"))
+        if ".." in text and not text.startswith("["):
+            bounds, _, scale = text.partition(":")
+            if scale not in ("", "log"):
+                raise UsageError(f"--space {item}: the only scale is ':log', got {scale!r}")
+            low, _, high = bounds.partition("..")
+            try:
+                low, high = json.loads(low), json.loads(high)
+            except json.JSONDecodeError:
+                raise UsageError(f"--space {item}: LOW..HIGH must be numbers") from None
+            integer = isinstance(defaults[key], int) and not isinstance(defaults[key], bool)
+            try:
+                if integer and isinstance(low, int) and isinstance(high, int):
+                    space[key] = Int(low, high, log=scale == "log")
+                else:
+                    space[key] = Float(float(low), float(high), log=scale == "log")
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"--space {item}: {exc}") from None
+            continue
+        try:
+            values = json.loads(text if text.startswith("[") else f"[{text}]")
+        except json.JSONDecodeError:
+            values = [parse_assignments([f"{key}={v}"], "--space")[key] for v in text.split(",")]
+        values = [tuple(v) if isinstance(v, list) else v for v in values]
+        if not values:
+            raise UsageError(f"--space {item}: no values")
+        space[key] = [typed_params({key: v}, defaults, "--space")[key] for v in values]
+    if not space:
+        raise UsageError("give at least one --space KEY=VALUES")
+    return space
 
 
 def positive_int(text: str) -> int:

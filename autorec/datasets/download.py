@@ -100,7 +100,7 @@ def _stream(url: str, tmp: Path, label: str, progress: bool, advice: str) -> Non
         try:
             with open(tmp, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True,
                                               unit_divisor=1024, desc=label, leave=False,
-                                              disable=not progress) as bar:
+                                              disable=None if progress else True) as bar:
                 while chunk := response.read(CHUNK_BYTES):
                     out.write(chunk)
                     received += len(chunk)

@@ -66,7 +66,8 @@ class MovieLensSpec:
         The archive's md5 as GroupLens publishes it; the ratings file's sha256, which also
         accepts re-zipped copies (None when unknown).
     protocols, description : tuple of str, str
-        autorec evaluation protocols that use it (``datasets/README.md``); one line.
+        the benchmarks' protocols on it, by the names ``--protocol`` accepts (keys of
+        :data:`autorec.protocols.PROTOCOLS`; ``datasets/README.md``); one line.
     """
 
     name: str
@@ -108,7 +109,7 @@ DATASETS: dict[str, MovieLensSpec] = {spec.name: spec for spec in (
         items_format="u.item", encoding="latin-1", rating_scale=_STARS,
         n_ratings=100_000, n_users=943, n_items=1_682, md5="0e33842e24a9c977be4e0107933c0723",
         ratings_sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-        protocols=("autorec-explicit", "per-user"),
+        protocols=("autorec", "per-user"),
         description="MovieLens 100K (1998): 943 users, 1,682 movies, whole stars 1-5."),
     MovieLensSpec(
         name="ml-1m", ratings_file="ml-1m/ratings.dat", sep="::", header=False, columns=_DAT,
@@ -116,21 +117,21 @@ DATASETS: dict[str, MovieLensSpec] = {spec.name: spec for spec in (
         rating_scale=_STARS, n_ratings=1_000_209, n_users=6_040, n_items=3_706,
         md5="c4d9eecfca2ab87c1945afe126590906",
         ratings_sha256="506d64ca44484487c11dc2d9a28de5c54948213e6b96285e298afe28d6ea4e0f",
-        protocols=("autorec-explicit", "per-user", "strong-generalization"),
+        protocols=("autorec", "per-user", "strong"),
         description="MovieLens 1M (2003): 6,040 users, 3,706 movies, whole stars 1-5."),
     MovieLensSpec(
         name="ml-10m", ratings_file="ml-10M100K/ratings.dat", sep="::", header=False,
         columns=_DAT, items_file="ml-10M100K/movies.dat", items_format="dat",
         encoding="latin-1", rating_scale=_HALF_STARS, n_ratings=10_000_054, n_users=69_878,
         n_items=10_677, md5="ce571fd55effeba0271552578f2648bd", ratings_sha256=None,
-        protocols=("autorec-explicit",),
+        protocols=("autorec",),
         description="MovieLens 10M (2009): 69,878 users, 10,677 movies, half stars 0.5-5."),
     MovieLensSpec(
         name="ml-20m", ratings_file="ml-20m/ratings.csv", sep=",", header=True, columns=_CSV,
         items_file="ml-20m/movies.csv", items_format="csv", encoding="utf-8",
         rating_scale=_HALF_STARS, n_ratings=20_000_263, n_users=138_493, n_items=26_744,
         md5="cd245b17a1ae2cc31bb14903e1204af3", ratings_sha256=None,
-        protocols=("strong-generalization",),
+        protocols=("strong",),
         description="MovieLens 20M (2015): 138,493 users, 26,744 movies, half stars 0.5-5."),
     MovieLensSpec(
         name="ml-25m", ratings_file="ml-25m/ratings.csv", sep=",", header=True, columns=_CSV,
@@ -144,7 +145,7 @@ DATASETS: dict[str, MovieLensSpec] = {spec.name: spec for spec in (
         items_format="csv", encoding="utf-8", rating_scale=_HALF_STARS, n_ratings=100_836,
         n_users=610, n_items=9_724, md5="31a303aabbc519bd33d025e44d6c2570",
         ratings_sha256="aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
-        protocols=("smoke-test",),
+        protocols=(),  # a development set: smoke tests only
         description="MovieLens Latest Small (2018-09): a development set, not for results."),
 )}
 

@@ -286,13 +286,20 @@ def _als_side(side: _RatingRows, factors, bias, other_factors, other_bias, globa
     bias.copy_(W[:, f])
 
 
-def _objective(net, side: _RatingRows, l2: float) -> torch.Tensor:
-    """The training loss Adam minimises, on all ratings: mean of err² + λ (||p||² + ||q||² + b²)."""
-    u, i = side.rows, side.cols
-    err = net.predict(u, i) - side.values  # (nnz,)
-    reg = (net.user_factors[u].pow(2).sum(1) + net.item_factors[i].pow(2).sum(1)
-           + net.user_bias[u].pow(2) + net.item_bias[i].pow(2))  # (nnz,)
-    return (err * err + l2 * reg).mean()
+def _objective(net, side: _RatingRows, l2: float, chunk: int = 1 << 16) -> torch.Tensor:
+    """The training loss Adam minimises, on all ratings: mean of err² + λ (||p||² + ||q||² + b²).
+
+    The penalty is summed per row weighted by its count (no (nnz, f) temporaries) and the
+    errors in chunks of ``chunk`` ratings, so the peak memory stays that of the weights.
+    """
+    n_users, n_items = net.user_bias.shape[0], net.item_bias.shape[0]
+    user_count = torch.bincount(side.rows, minlength=n_users).to(net.user_bias.dtype)  # (U,)
+    item_count = torch.bincount(side.cols, minlength=n_items).to(net.item_bias.dtype)  # (I,)
+    reg = (user_count @ (net.user_factors.pow(2).sum(1) + net.user_bias.pow(2))
+           + item_count @ (net.item_factors.pow(2).sum(1) + net.item_bias.pow(2)))
+    sq = sum(float((net.predict(side.rows[lo:lo + chunk], side.cols[lo:lo + chunk])
+                    - side.values[lo:lo + chunk]).pow(2).sum()) for lo in range(0, len(side.values), chunk))
+    return (sq + l2 * reg) / len(side.values)
 
 
 def ridge_rows(indptr: np.ndarray, cols: torch.Tensor, y: torch.Tensor, Z: torch.Tensor,

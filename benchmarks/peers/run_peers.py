@@ -147,7 +147,15 @@ def main(argv=None) -> None:
     ap.add_argument("--split-dir", type=Path, default=HERE / ".data")
     ap.add_argument("--out", type=Path, default=Path(RESULTS) / "peers.md")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--render", nargs="+", type=Path, metavar="LOG",
+                    help="only write the results from the row lines of earlier runs' output")
+    ap.add_argument("--command", default=None, help="the command to name in the header (with --render)")
     args = ap.parse_args(argv)
+    if args.render:
+        rows = [json.loads(ln) for log in args.render for ln in log.read_text().splitlines()
+                if ln.startswith('{"row"')]
+        _write(args.out, rows, args.command or "see below")
+        return
     import autorec
     import splits
 
@@ -165,14 +173,18 @@ def main(argv=None) -> None:
         row = {"row": name, "task": task, "load": load, "note": note, "ours": ours, "peer": peer}
         print(json.dumps(row), flush=True)
         results.append(row)
-    command = "nice -n 10 python benchmarks/peers/run_peers.py " + " ".join(argv or sys.argv[1:])
+        command = "nice -n 10 python benchmarks/peers/run_peers.py " + " ".join(argv or sys.argv[1:])
+        _write(args.out, results, command.strip())  # after every row: a partial run still reports
+
+
+def _write(out: Path, rows: list[dict], command: str) -> None:
     from autorec._io import atomic_path
 
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(render(results, command.strip()) + "\n")
-    with atomic_path(args.out.with_suffix(".jsonl")) as tmp:
-        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in results))
-    print("wrote", args.out)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(render(rows, command) + "\n")
+    with atomic_path(out.with_suffix(".jsonl")) as tmp:
+        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print("wrote", out, flush=True)
 
 
 if __name__ == "__main__":
